@@ -1,0 +1,65 @@
+"""Shared fixtures. Nothing here reads ../shared: tests are self-contained in a user's clone."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+# Stable help/table output regardless of the terminal running the tests.
+os.environ.setdefault("COLUMNS", "120")
+os.environ.setdefault("TERMINAL_WIDTH", "120")
+os.environ["NO_COLOR"] = "1"
+os.environ.pop("VGGTCTL_DEBUG", None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's caches: VGGTCTL_HOME and HF_HOME point into a temp dir."""
+    home = tmp_path_factory.getbasetemp() / "home"
+    monkeypatch.setenv("VGGTCTL_HOME", str(home / "vggtctl"))
+    monkeypatch.setenv("HF_HOME", str(home / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference() -> dict[str, np.ndarray]:
+    """Every input, output and intermediate of the reference forward pass of the seeded tiny model."""
+    with np.load(DATA / "tiny_reference.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded tiny VGGT checkpoint, regenerated from its recipe (never committed)."""
+    from vggtctl.models.vggt.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model.safetensors")
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small synthetic ETH3D-layout scenes with exact ground truth (read-only: copy before mutating)."""
+    from vggtctl.services.synthetic import generate_scenes
+
+    out = tmp_path_factory.mktemp("synthetic")
+    generate_scenes(out, scenes=2, views=6, seed=0)
+    return out

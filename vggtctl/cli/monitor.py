@@ -1,0 +1,9 @@
+"""`vggtctl monitor` (being written)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass
