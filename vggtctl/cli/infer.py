@@ -1,9 +1,168 @@
-"""`vggtctl infer` (being written)."""
+"""`vggtctl infer`: cameras, depth and a point cloud from images, a folder or a video."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.output import Output
+from vggtctl.services.hub import DEFAULT_REPO
+
+EPILOG = """\
+Examples:
+
+  vggtctl infer scene/images --out out/scene
+
+  vggtctl infer a.jpg b.jpg c.jpg --model ./weights/model.safetensors --format ply,colmap --json
+
+  vggtctl infer walk.mp4 --every 10 --mode pad --device cuda --dtype bf16
+
+  vggtctl infer scene/images --model tiny --conf-threshold 3 --points head
+"""
+
+
+class Mode(str, Enum):
+    crop = "crop"
+    pad = "pad"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Points(str, Enum):
+    depth = "depth"
+    head = "head"
+
+
+class Units(str, Enum):
+    original = "original"
+    model = "model"
+
+
+@mapped_errors
+def infer_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, folders of images (sorted by name) or video files.", show_default=False
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option("--model", "-m", help="Hub repo id, local .safetensors/.pt file or folder, or 'tiny'."),
+    ] = DEFAULT_REPO,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Model preset (vggt-1b, tiny); inferred from the checkpoint."),
+    ] = None,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Hub branch, tag or commit to pin.")
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vggt_out"),
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="crop: width 518, centre-crop; pad: white square.")
+    ] = Mode.crop,
+    device: Annotated[
+        Device, typer.Option("--device", help="auto = cuda if available, else cpu.")
+    ] = Device.auto,
+    dtype: Annotated[
+        Dtype,
+        typer.Option(
+            "--dtype", help="auto = bf16 on GPUs with compute capability >= 8, fp16 older, fp32 CPU."
+        ),
+    ] = Dtype.auto,
+    points: Annotated[
+        Points,
+        typer.Option("--points", help="Point cloud from depth + cameras (more accurate) or the point head."),
+    ] = Points.depth,
+    conf_threshold: Annotated[
+        str, typer.Option("--conf-threshold", help="Keep points with confidence >= this; 'N%' = percentile.")
+    ] = "50%",
+    formats: Annotated[
+        str, typer.Option("--format", help="Comma-separated outputs: npz, ply, colmap (meta.json always).")
+    ] = "npz,ply,colmap",
+    colmap_units: Annotated[
+        Units,
+        typer.Option("--colmap-units", help="cameras.txt in original image pixels or model-input pixels."),
+    ] = Units.original,
+    max_frames: Annotated[
+        int,
+        typer.Option(
+            "--max-frames", help="Refuse more frames than this (one forward pass over all of them)."
+        ),
+    ] = 100,
+    every: Annotated[int, typer.Option("--every", help="For videos: keep every N-th frame.")] = 1,
+    max_points: Annotated[
+        int, typer.Option("--max-points", help="Cap on points in points.ply / points3D.txt (seeded subset).")
+    ] = 500_000,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")] = False,
+) -> None:
+    """Predict cameras, depth and points for a set of images with ONE forward pass."""
+    from vggtctl.services.infer import InferConfig, run_inference
+
+    config = InferConfig(
+        inputs=[str(p) for p in inputs],
+        out=out,
+        model=model,
+        preset=preset,
+        revision=revision,
+        mode=mode.value,
+        device=device.value,
+        dtype=dtype.value,
+        points=points.value,
+        conf_threshold=conf_threshold,
+        formats=tuple(f.strip().lower() for f in formats.split(",") if f.strip()),
+        colmap_units=colmap_units.value,
+        max_frames=max_frames,
+        every=every,
+        max_points=max_points,
+    )
+    output = Output(json_mode=json_out)
+    try:
+        result = run_inference(config, progress=output.progress())
+    finally:
+        output.close()
+    output.result(result.to_dict(), lambda console: _render(console, result.to_dict()))
+
+
+def _render(console: Any, r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    h, w = r["image_size_hw"]
+    cloud = (
+        f", {r['points']:,} points ({r['points_source']}, confidence >= {r['conf_threshold']:.4g})"
+        if r["conf_threshold"] is not None
+        else ""
+    )
+    console.print(
+        f"{r['frames']} frames at {w}x{h} on {r['device']} ({r['dtype']}), preset {r['preset']}{cloud}"
+    )
+    table = Table(show_header=True, header_style="bold", box=None)
+    table.add_column("output")
+    table.add_column("path")
+    for kind, path in r["files"].items():
+        note = f" (PINHOLE, {r['colmap_units']} pixels)" if kind == "colmap" else ""
+        table.add_row(kind, f"{path}{note}")
+    console.print(table)
+    console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings_s"].items()))
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    """Add ``infer`` to the root app."""
+    app.command(
+        "infer", epilog=EPILOG, help="Cameras, depth and a coloured point cloud from images or a video."
+    )(infer_command)

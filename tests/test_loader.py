@@ -1,0 +1,205 @@
+"""The model loader: every source kind, wrappers/prefixes, bad files, presets, provenance."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vggtctl.errors import CheckpointError, InputError, UsageError
+from vggtctl.services.model_loader import Provenance, load_model, resolve_source
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mapped_files() -> list[tuple[int, int, str]]:
+    out = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 6:
+            a, b = (int(v, 16) for v in parts[0].split("-"))
+            out.append((a, b, parts[5]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_checkpoint: Path) -> torch.nn.Module:
+    return load_model(tiny_checkpoint)
+
+
+def test_local_file_provenance_and_mmap(tiny_model: torch.nn.Module, tiny_checkpoint: Path) -> None:
+    prov = tiny_model.provenance
+    assert isinstance(prov, Provenance)
+    assert prov.kind == "file" and prov.format == "safetensors" and prov.preset == "tiny"
+    assert prov.path == str(tiny_checkpoint.resolve()) and prov.sha256 == _sha(tiny_checkpoint)
+    assert prov.heads == ("camera", "point", "depth", "track") and prov.repo is None
+    assert not tiny_model.training
+    # The weights are the file's pages (memory-mapped), not a copy.
+    if Path("/proc/self/maps").exists():
+        ptr = tiny_model.aggregator.frame_blocks[0].attn.qkv.weight.data_ptr()
+        owners = [name for a, b, name in _mapped_files() if a <= ptr < b]
+        assert owners == [str(tiny_checkpoint.resolve())]
+
+
+def test_tiny_source_is_generated_in_the_cache(tiny_model: torch.nn.Module) -> None:
+    model = load_model("tiny")
+    prov = model.provenance
+    assert prov.kind == "tiny" and prov.preset == "tiny" and prov.source == "tiny"
+    assert Path(prov.path) == Path(os.environ["VGGTCTL_HOME"]) / "weights" / "tiny" / "model.safetensors"
+    assert prov.sha256 == _sha(Path(prov.path))
+    ref = tiny_model.state_dict()  # the same seeded recipe as the conftest checkpoint, value for value
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=0, atol=0)
+
+
+def test_folder_and_pt_with_wrapper_and_module_prefix(
+    tmp_path: Path, tiny_checkpoint: Path, tiny_model: torch.nn.Module
+) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    shutil.copy(tiny_checkpoint, folder / "model.safetensors")
+    assert load_model(folder).provenance.path == str((folder / "model.safetensors").resolve())
+
+    sd = load_file(str(tiny_checkpoint))
+    pt = tmp_path / "train_ckpt.pt"
+    torch.save({"model": {f"module.{k}": v.clone() for k, v in sd.items()}, "epoch": 3, "lr": 1e-4}, pt)
+    m = load_model(pt)
+    assert m.provenance.format == "pt" and m.provenance.preset == "tiny"
+    ref = tiny_model.state_dict()
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=0, atol=0)
+
+
+def test_checkpoint_without_track_head(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v for k, v in load_file(str(tiny_checkpoint)).items() if not k.startswith("track_head.")}
+    path = tmp_path / "no_track.safetensors"
+    save_file(sd, str(path))
+    inferred = load_model(path)
+    given = load_model(path, preset="tiny")
+    assert inferred.provenance.heads == given.provenance.heads == ("camera", "point", "depth")
+    assert inferred.track_head is None and given.track_head is None
+
+
+def test_truncated_safetensors(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    data = tiny_checkpoint.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated") as e:
+        load_model(cut)
+    assert str(cut) in e.value.message and e.value.hint
+    tiny = tmp_path / "tiny.safetensors"
+    tiny.write_bytes(data[:5])
+    with pytest.raises(CheckpointError, match="too short"):
+        load_model(tiny)
+
+
+class _Evil:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (builtins.open, (str(self.marker), "w"))
+
+
+def test_pickle_with_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "payload": _Evil(marker)}, path)
+    with pytest.raises(CheckpointError, match="refusing to load") as e:
+        load_model(path)
+    assert "safetensors" in (e.value.hint or "")
+    assert not marker.exists()
+
+
+def test_wrong_and_unknown_preset(tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError) as e:
+        load_model(tiny_checkpoint, preset="vggt-1b")
+    text = e.value.message + " " + (e.value.hint or "")
+    assert "'vggt-1b'" in text and "'tiny'" in text
+    with pytest.raises(UsageError, match="unknown model preset 'huge'"):
+        load_model(tiny_checkpoint, preset="huge")
+
+
+def test_not_a_vggt_checkpoint(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.weight": torch.zeros(3, 3)}, str(path))
+    with pytest.raises(CheckpointError, match="matches no VGGT preset"):
+        load_model(path)
+
+
+def test_bad_sources(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    with pytest.raises(InputError, match="model file not found"):
+        load_model(tmp_path / "missing.safetensors")
+    with pytest.raises(InputError, match="model file not found"):
+        resolve_source("./weights/model.pt")
+    with pytest.raises(UsageError, match="neither a file"):
+        resolve_source("weights")
+    with pytest.raises(UsageError, match="applies to Hub repos"):
+        resolve_source(str(tiny_checkpoint), revision="main")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no weights file in"):
+        resolve_source(empty)
+    (tmp_path / "x.bin").write_bytes(b"0")
+    with pytest.raises(InputError, match="unsupported weights file"):
+        resolve_source(tmp_path / "x.bin")
+
+
+def test_predict_matches_reference(
+    tiny_model: torch.nn.Module, tiny_reference: dict[str, np.ndarray]
+) -> None:
+    from vggtctl.services.infer import predict
+
+    preds = predict(
+        tiny_model, tiny_reference["input_images"], query_points=tiny_reference["input_query_points"]
+    )
+    for key in (
+        "pose_enc",
+        "depth",
+        "depth_conf",
+        "world_points",
+        "world_points_conf",
+        "extrinsic",
+        "intrinsic",
+    ):
+        ref = tiny_reference[key][0]  # the reference keeps the batch dim
+        assert preds[key].shape == ref.shape, key
+        np.testing.assert_allclose(
+            preds[key], ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()), err_msg=key
+        )
+    np.testing.assert_allclose(
+        preds["pose_enc_list"], tiny_reference["pose_enc_list"][:, 0], rtol=1e-4, atol=1e-5
+    )
+    ref_wp = tiny_reference["world_points_from_depth"]
+    np.testing.assert_allclose(
+        preds["world_points_from_depth"], ref_wp, rtol=1e-4, atol=1e-4 * float(np.abs(ref_wp).max())
+    )
+    assert (
+        preds["track"].shape == (3, 5, 2)
+        and preds["vis"].shape == (3, 5)
+        and preds["images"].shape == (3, 3, 140, 210)
+    )
+    assert all(v.dtype == np.float32 for v in preds.values())
+
+
+def test_package_level_load_model_is_the_loader() -> None:
+    import vggtctl
+    from vggtctl.services import model_loader
+
+    assert vggtctl.load_model is model_loader.load_model

@@ -1,0 +1,98 @@
+"""`vggtctl download weights`: VGGT weights from the Hub (or the seeded tiny checkpoint, generated).
+
+The ``download`` command group (``vggtctl/cli/download.py``) registers :func:`weights_command` as
+``download weights``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.output import Output
+from vggtctl.services.hub import DEFAULT_REPO
+
+EPILOG = """\
+Examples:
+
+  vggtctl download weights
+
+  vggtctl download weights --repo facebook/VGGT-1B --revision main --dry-run
+
+  vggtctl download weights --local-dir ./weights --json
+
+  vggtctl download weights --preset tiny --local-dir ./weights
+"""
+
+HELP = "VGGT weights from the Hugging Face Hub (cached, resumable), or the seeded tiny checkpoint."
+
+
+@mapped_errors
+def weights_command(
+    repo: Annotated[str, typer.Option("--repo", help="Hub repo id.")] = DEFAULT_REPO,
+    revision: Annotated[
+        str | None, typer.Option("--revision", help="Branch, tag or commit hash to pin.")
+    ] = None,
+    local_dir: Annotated[
+        Path | None, typer.Option("--local-dir", help="Put the file in this folder instead of the HF cache.")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="'tiny': write the seeded tiny checkpoint (no network).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the file, its size and whether it is cached.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+) -> None:
+    """Download VGGT weights and print the local path and sha256 that --model takes."""
+    from vggtctl.services.hub import download_weights
+
+    output = Output(json_mode=json_out)
+    try:
+        result = download_weights(
+            repo, revision, local_dir=local_dir, preset=preset, dry_run=dry_run, progress=output.progress()
+        )
+    finally:
+        output.close()
+    data = result.to_dict()
+    data["dry_run"] = dry_run
+    output.result(data, lambda console: _render(console, data))
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "size unknown"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
+
+
+def _render(console: Any, d: dict[str, Any]) -> None:
+    what = d["repo"] + (f"@{d['revision']}" if d["revision"] else "") if d["repo"] else "tiny (generated)"
+    if d["dry_run"]:
+        state = (
+            "cached"
+            if d["cached"]
+            else "not cached: would download"
+            if d["source"] == "hub"
+            else "would write"
+        )
+        console.print(f"{what}: {d['filename']} ({_size(d['size'])}), {state}")
+        console.print(f"path: {d['path']}")
+        if d["sha256"]:
+            console.print(f"sha256: {d['sha256']}")
+        return
+    verb = (
+        "generated" if d["source"] == "generated" else "downloaded" if d["downloaded"] else "already cached"
+    )
+    console.print(f"{what}: {d['filename']} ({_size(d['size'])}) {verb}")
+    if d["commit"]:
+        console.print(f"commit: {d['commit']}")
+    console.print(f"path: {d['path']}")
+    console.print(f"sha256: {d['sha256']}")
+    console.print(f"use it: vggtctl infer IMAGES --model {d['path']}")

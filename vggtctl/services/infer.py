@@ -1,0 +1,573 @@
+"""Inference: one forward pass over all frames of a scene, and the files ``vggtctl infer`` writes.
+
+:func:`predict` is the library call (model + preprocessed images -> numpy outputs); :func:`run_inference`
+is the whole command (collect inputs, preprocess, load the model, predict, write npz/ply/colmap/meta).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vggtctl import __version__
+from vggtctl.errors import InputError, UsageError
+from vggtctl.progress import NULL_PROGRESS, Progress
+from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
+from vggtctl.utils.atomic import atomic_open, atomic_write_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+FORMATS = ("npz", "ply", "colmap")
+POINT_SOURCES = ("depth", "head")
+COLMAP_UNITS = ("original", "model")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+# ---------------------------------------------------------------- device / dtype
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is a usage error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device} but torch {torch.__version__} sees no CUDA GPU",
+            "use --device cpu, or install a CUDA build of torch (docs/install.md)",
+        )
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
+    """Compute precision: ``auto`` = bf16 on GPUs with compute capability >= 8, fp16 on older GPUs,
+    fp32 on CPU (the reference demos' choice)."""
+    import torch
+
+    from vggtctl.services.model_loader import parse_dtype
+
+    if dtype != "auto":
+        parsed = parse_dtype(dtype)
+        assert parsed is not None
+        return parsed
+    if device.startswith("cuda"):
+        major, _ = torch.cuda.get_device_capability(torch.device(device))
+        return torch.bfloat16 if major >= 8 else torch.float16
+    return torch.float32
+
+
+def _autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    # Weights stay float32 and autocast lowers the matmuls, as the reference demos do; the model keeps
+    # its heads in float32 itself.
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+# ---------------------------------------------------------------- predict
+
+
+def _np(t: Any) -> np.ndarray:
+    return t.detach().float().cpu().numpy()
+
+
+def predict(
+    model: Any,
+    images: np.ndarray | torch.Tensor,
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | str | None = None,
+    query_points: np.ndarray | torch.Tensor | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, np.ndarray]:
+    """Run ONE forward pass of ``model`` over all frames and return numpy outputs without the batch dim.
+
+    Args:
+        model: A VGGT in eval mode (from :func:`vggtctl.load_model`).
+        images: ``[S,3,H,W]`` float in [0, 1] (numpy or torch), H and W multiples of 14.
+        device: Where to run; the model must already be there.
+        dtype: Autocast precision (``None``/fp32: none; bf16/fp16: ``torch.autocast``).
+        query_points: Optional ``[N,2]`` pixel (x, y) on frame 0 for the track head.
+        progress: Receives stage messages.
+
+    Returns:
+        ``pose_enc [S,9]``, ``pose_enc_list [4,S,9]``, ``depth [S,H,W,1]``, ``depth_conf [S,H,W]``,
+        ``world_points [S,H,W,3]``, ``world_points_conf [S,H,W]``, ``images [S,3,H,W]`` (present heads
+        only), ``track [S,N,2]``/``vis``/``conf`` with queries, plus ``extrinsic [S,3,4]``,
+        ``intrinsic [S,3,3]`` and ``world_points_from_depth [S,H,W,3]``, all float32.
+    """
+    import torch
+
+    from vggtctl.models.vggt.geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
+    from vggtctl.services.model_loader import parse_dtype
+
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(
+            f"images must be [S,3,H,W], got {list(x.shape)}", "use vggtctl.services.preprocess.load_images"
+        )
+    s, _, h, w = x.shape
+    x = x.to(device=device, dtype=torch.float32)
+    kwargs: dict[str, Any] = {}
+    if query_points is not None:
+        kwargs["query_points"] = torch.as_tensor(np.asarray(query_points, dtype=np.float32)).to(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode(), _autocast(device, parse_dtype(dtype)):
+        out = model(x, **kwargs)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    progress.log(f"forward: {s} frames of {h}x{w} in {time.perf_counter() - t0:.2f}s")
+    preds: dict[str, np.ndarray] = {}
+    for key, value in out.items():
+        if isinstance(value, (list, tuple)):
+            preds[key] = np.stack([_np(v)[0] for v in value])
+        elif isinstance(value, torch.Tensor):
+            preds[key] = _np(value)[0]
+    if "pose_enc" in out:
+        extrinsic, intrinsic = pose_encoding_to_extri_intri(out["pose_enc"].float(), (h, w))
+        preds["extrinsic"] = _np(extrinsic)[0]
+        preds["intrinsic"] = _np(intrinsic)[0]
+        if "depth" in preds:
+            wp = unproject_depth_map_to_point_map(preds["depth"], preds["extrinsic"], preds["intrinsic"])
+            preds["world_points_from_depth"] = np.asarray(wp, dtype=np.float32)
+    return preds
+
+
+# ---------------------------------------------------------------- inputs
+
+
+@dataclass
+class Frame:
+    """One input frame: a name for outputs, where it came from, and (for videos) the decoded image."""
+
+    name: str
+    source: str
+    path: Path | None = None
+    image: Any = None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS),
+        key=lambda p: p.name,
+    )
+
+
+def collect_frames(
+    inputs: Sequence[str | os.PathLike[str]], *, every: int = 1, limit: int | None = None
+) -> list[Frame]:
+    """Expand files, folders (sorted, image extensions, case-insensitive) and videos into frames.
+
+    Args:
+        inputs: Image files, folders of images, or video files, in order.
+        every: For videos, keep one frame in ``every``.
+        limit: Stop decoding videos past this many frames in total (the caller's guard + 1).
+
+    Raises:
+        InputError: A path does not exist, a folder has no images, or nothing was found.
+    """
+    from vggtctl.io.video import is_video, read_video_frames
+
+    frames: list[Frame] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            found = _images_in(p)
+            if not found:
+                raise InputError(
+                    f"no images in {p} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})",
+                    "pass the folder that holds the images, or the image files themselves",
+                )
+            frames.extend(Frame(name="", source=str(f), path=f) for f in found)
+        elif p.is_file() and is_video(p):
+            left = None if limit is None else max(limit - len(frames), 1)
+            for vf in read_video_frames(p, every=every, limit=left):
+                frames.append(Frame(name=vf.name, source=f"{p}#{vf.index}", image=vf.image))
+        elif p.is_file():
+            frames.append(Frame(name="", source=str(p), path=p))
+        else:
+            raise InputError(f"input not found: {p}", "pass image files, folders of images or a video file")
+    if not frames:
+        raise InputError("no input frames", "pass image files, folders of images or a video file")
+    _name_frames(frames)
+    return frames
+
+
+def _name_frames(frames: list[Frame]) -> None:
+    """Names for COLMAP's images.txt: paths relative to the inputs' common folder (basenames usually)."""
+    files = [f for f in frames if f.path is not None]
+    if files:
+        parents = [str(f.path.resolve().parent) for f in files]  # type: ignore[union-attr]
+        root = Path(os.path.commonpath(parents))
+        for f in files:
+            f.name = f.path.resolve().relative_to(root).as_posix()  # type: ignore[union-attr]
+    seen: dict[str, int] = {}
+    for f in frames:
+        n = seen.get(f.name, 0)
+        seen[f.name] = n + 1
+        if n:
+            stem, dot, ext = f.name.rpartition(".")
+            f.name = f"{stem}_{n}.{ext}" if dot else f"{f.name}_{n}"
+
+
+# ---------------------------------------------------------------- config / result
+
+
+@dataclass
+class InferConfig:
+    """Everything ``vggtctl infer`` needs (defaults = the CLI's defaults)."""
+
+    inputs: list[str]
+    out: Path = Path("vggt_out")
+    model: str = "facebook/VGGT-1B"
+    preset: str | None = None
+    revision: str | None = None
+    mode: str = "crop"
+    device: str = "auto"
+    dtype: str = "auto"
+    points: str = "depth"
+    conf_threshold: str = "50%"
+    formats: tuple[str, ...] = FORMATS
+    colmap_units: str = "original"
+    max_frames: int = 100
+    every: int = 1
+    max_points: int = 500_000
+
+    def validate(self) -> None:
+        """Raise one UsageError naming every bad setting."""
+        problems: list[str] = []
+        if self.mode not in ("crop", "pad"):
+            problems.append(f"--mode {self.mode!r} (allowed: crop, pad)")
+        if self.points not in POINT_SOURCES:
+            problems.append(f"--points {self.points!r} (allowed: {', '.join(POINT_SOURCES)})")
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            problems.append(f"--format {','.join(self.formats) or '(empty)'} (allowed: {', '.join(FORMATS)})")
+        if self.colmap_units not in COLMAP_UNITS:
+            problems.append(f"--colmap-units {self.colmap_units!r} (allowed: {', '.join(COLMAP_UNITS)})")
+        if self.max_frames < 1:
+            problems.append(f"--max-frames {self.max_frames} (must be >= 1)")
+        if self.every < 1:
+            problems.append(f"--every {self.every} (must be >= 1)")
+        if self.max_points < 1:
+            problems.append(f"--max-points {self.max_points} (must be >= 1)")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            problems.append(f"--device {self.device!r} (allowed: {', '.join(DEVICES)}, cuda:N)")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype {self.dtype!r} (allowed: {', '.join(DTYPES)})")
+        try:
+            parse_conf_threshold(self.conf_threshold)
+        except UsageError as e:
+            problems.append(e.message)
+        if problems:
+            raise UsageError("invalid options: " + "; ".join(problems), "see `vggtctl infer --help`")
+
+
+@dataclass
+class InferResult:
+    """What ``vggtctl infer`` produced."""
+
+    out_dir: str
+    frames: int
+    image_size_hw: tuple[int, int]
+    device: str
+    dtype: str
+    preset: str
+    model_sha256: str
+    points: int
+    points_source: str
+    conf_threshold: float | None
+    colmap_units: str | None
+    files: dict[str, str] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view."""
+        return asdict(self)
+
+
+def parse_conf_threshold(value: str | float) -> tuple[str, float]:
+    """``"50%"`` -> ("percentile", 50.0); ``"5"``/``5.0`` -> ("absolute", 5.0)."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return "percentile", pct
+        return "absolute", float(text)
+    except ValueError:
+        raise UsageError(
+            f"--conf-threshold {value!r} is neither a number nor a percentage in [0%, 100%]",
+            "e.g. --conf-threshold 50% (keep the most confident half) or --conf-threshold 3 (absolute)",
+        ) from None
+
+
+@contextlib.contextmanager
+def _stage(name: str, timings: dict[str, float], progress: Progress) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    dt = time.perf_counter() - t0
+    timings[name] = round(dt, 4)
+    progress.log(f"[{name}] {dt:.2f}s")
+
+
+# ---------------------------------------------------------------- point cloud / colmap
+
+
+def _valid_region(geom: ImageGeometry) -> np.ndarray:
+    """Model pixels that show the image (not white padding)."""
+    h, w = geom.out_hw
+    ox, oy = geom.offset_xy
+    rh, rw = geom.resized_hw
+    mask = np.zeros((h, w), dtype=bool)
+    mask[max(oy, 0) : max(min(oy + rh, h), 0), max(ox, 0) : max(min(ox + rw, w), 0)] = True
+    return mask
+
+
+def select_points(
+    preds: dict[str, np.ndarray],
+    geoms: Sequence[ImageGeometry],
+    *,
+    points: str = "depth",
+    conf_threshold: str | float = "50%",
+    max_points: int = 500_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Confidence-filtered coloured points: ``(xyz [N,3] f32, rgb [N,3] u8, conf [N] f32, threshold)``.
+
+    Pixels in white padding and non-finite points are dropped; a percentage threshold is a percentile of
+    the confidences of the remaining pixels; beyond ``max_points`` a seeded uniform subset is kept.
+    """
+    key, conf_key = (
+        ("world_points_from_depth", "depth_conf")
+        if points == "depth"
+        else ("world_points", "world_points_conf")
+    )
+    if key not in preds or conf_key not in preds:
+        raise InputError(
+            f"the model produced no {key} (heads present: {sorted(preds)})",
+            "use --points head or --points depth, whichever head the checkpoint has",
+        )
+    xyz = preds[key].reshape(-1, 3)
+    conf = preds[conf_key].reshape(-1)
+    rgb = (
+        np.clip(np.rint(preds["images"].transpose(0, 2, 3, 1) * 255.0), 0, 255)
+        .astype(np.uint8)
+        .reshape(-1, 3)
+    )
+    valid = (
+        np.stack([_valid_region(g) for g in geoms]).reshape(-1)
+        & np.isfinite(xyz).all(axis=1)
+        & np.isfinite(conf)
+    )
+    kind, value = parse_conf_threshold(conf_threshold)
+    thr = float(np.percentile(conf[valid], value)) if kind == "percentile" and valid.any() else float(value)
+    keep = valid & (conf >= thr)
+    idx = np.flatnonzero(keep)
+    if len(idx) > max_points:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
+    return xyz[idx].astype(np.float32), rgb[idx], conf[idx].astype(np.float32), thr
+
+
+def write_colmap(
+    folder: Path,
+    preds: dict[str, np.ndarray],
+    geoms: Sequence[ImageGeometry],
+    names: Sequence[str],
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    units: str = "original",
+) -> None:
+    """COLMAP text model: PINHOLE camera per image (``units`` pixels), world-to-camera poses, points."""
+    from vggtctl.io.colmap import Camera, Image, Point3D, rotmat_to_qvec, write_model_text
+
+    cameras: dict[int, Camera] = {}
+    images: dict[int, Image] = {}
+    for i, (geom, name) in enumerate(zip(geoms, names, strict=True)):
+        K = preds["intrinsic"][i].astype(np.float64)
+        if units == "original":
+            K = intrinsics_to_original(K, geom)
+            h, w = geom.orig_hw
+        else:
+            h, w = geom.out_hw
+        cameras[i + 1] = Camera(
+            i + 1, "PINHOLE", int(w), int(h), np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+        )
+        E = preds["extrinsic"][i].astype(np.float64)
+        images[i + 1] = Image(i + 1, rotmat_to_qvec(E[:, :3]), E[:, 3].copy(), i + 1, name)
+    # Plain Python numbers format about twice as fast as numpy scalars (same text): this is the slow part.
+    xs, cs, no_track = xyz.astype(np.float64).tolist(), rgb.tolist(), np.zeros(0, dtype=np.int64)
+    pts = {j + 1: Point3D(j + 1, xs[j], cs[j], 0.0, no_track, no_track) for j in range(len(xs))}  # type: ignore[arg-type]
+    write_model_text(folder, cameras, images, pts)
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import PIL
+    import torch
+
+    return {
+        "vggtctl": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "platform": sys.platform,
+    }
+
+
+# ---------------------------------------------------------------- the command
+
+
+def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferResult:
+    """Run ``vggtctl infer``: inputs -> load model -> preprocess -> one forward -> files.
+
+    Images are preprocessed as the reference does, to the model's ``img_size`` (518 for VGGT-1B).
+
+    Writes into ``config.out``: ``predictions.npz``, ``points.ply``, ``colmap/{cameras,images,points3D}.txt``
+    (as requested by ``formats``), ``frames/`` (decoded video frames, for COLMAP) and ``meta.json``.
+
+    Raises:
+        UsageError: Bad options, or more frames than ``max_frames``.
+        InputError, CheckpointError, DownloadError: From inputs and model loading.
+    """
+    import torch
+
+    from vggtctl.io.ply import write_ply
+    from vggtctl.io.predictions import save_predictions
+    from vggtctl.services.model_loader import load_model
+
+    config.validate()
+    timings: dict[str, float] = {}
+    out = Path(config.out)
+    with _stage("collect inputs", timings, progress):
+        frames = collect_frames(config.inputs, every=config.every, limit=config.max_frames + 1)
+    if len(frames) > config.max_frames:
+        what = "at least " if any(f.image is not None for f in frames) else ""
+        raise UsageError(
+            f"{what}{len(frames)} frames exceed --max-frames {config.max_frames}: VGGT runs one forward pass over "
+            "all frames, and memory grows with their number",
+            f"raise the limit if the device has the memory (--max-frames {len(frames)}), "
+            "or pass fewer images / a larger --every for videos",
+        )
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    with _stage("load model", timings, progress):
+        model = load_model(
+            config.model, preset=config.preset, device=device, revision=config.revision, progress=progress
+        )
+    prov = model.provenance
+    # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
+    target = int(model.config.img_size)
+    with _stage("load images", timings, progress):
+        pil = [f.image if f.image is not None else open_image(f.path) for f in frames]  # type: ignore[arg-type]
+        images, geoms = preprocess_images(pil, config.mode, target)
+    progress.log(
+        f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"
+    )
+    with _stage("forward", timings, progress):
+        preds = predict(model, images, device=device, dtype=dtype, progress=progress)
+    del model
+    files: dict[str, str] = {}
+    sources = [f.source for f in frames]
+    names = [f.name for f in frames]
+    out.mkdir(parents=True, exist_ok=True)
+    if "npz" in config.formats:
+        with _stage("write npz", timings, progress):
+            files["npz"] = str(save_predictions(out, preds, geoms, sources, prov))
+    xyz = rgb = np.zeros((0, 3))
+    thr: float | None = None
+    if "ply" in config.formats or "colmap" in config.formats:
+        with _stage("select points", timings, progress):
+            xyz, rgb, conf, thr = select_points(
+                preds,
+                geoms,
+                points=config.points,
+                conf_threshold=config.conf_threshold,
+                max_points=config.max_points,
+            )
+        if len(xyz) == 0:
+            progress.log(f"Warning: no point reaches confidence {thr:.4g}: lower --conf-threshold (e.g. 50%)")
+        if "ply" in config.formats:
+            with _stage("write ply", timings, progress):
+                write_ply(out / "points.ply", xyz, rgb, scalars={"confidence": conf})
+                files["ply"] = str(out / "points.ply")
+    if "colmap" in config.formats:
+        with _stage("write colmap", timings, progress):
+            for f in frames:
+                if f.image is not None:
+                    # COLMAP needs the pixels: decoded video frames are saved under frames/.
+                    with atomic_open(out / "frames" / f.name, "wb") as fh:
+                        f.image.save(fh, format="PNG")
+                    f.name = f"frames/{f.name}"
+            names = [f.name for f in frames]
+            write_colmap(out / "colmap", preds, geoms, names, xyz, rgb, config.colmap_units)
+            files["colmap"] = str(out / "colmap")
+    dtype_name = str(dtype).replace("torch.", "")
+    result = InferResult(
+        out_dir=str(out),
+        frames=len(frames),
+        image_size_hw=(int(images.shape[2]), int(images.shape[3])),
+        device=device
+        if not device.startswith("cuda")
+        else f"{device} ({torch.cuda.get_device_name(device)})",
+        dtype=dtype_name,
+        preset=prov.preset,
+        model_sha256=prov.sha256,
+        points=int(len(xyz)),
+        points_source=config.points,
+        conf_threshold=thr,
+        colmap_units=config.colmap_units if "colmap" in config.formats else None,
+        files=files,
+        timings_s=timings,
+    )
+    meta = {
+        "tool": "vggtctl infer",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "provenance": prov.to_dict(),
+        "versions": _versions(),
+        "settings": {
+            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(config).items()
+        },
+        "resolved": {"device": result.device, "dtype": dtype_name, "conf_threshold_value": thr},
+        "frames": [
+            {
+                "name": n,
+                "source": s,
+                "orig_hw": list(g.orig_hw),
+                "resized_hw": list(g.resized_hw),
+                "offset_xy": list(g.offset_xy),
+            }
+            for n, s, g in zip(names, sources, geoms, strict=True)
+        ],
+        "image_size_hw": list(result.image_size_hw),
+        "colmap_units": result.colmap_units,
+        "points": result.points,
+        "files": files,
+        "timings_s": timings,
+    }
+    atomic_write_json(out / "meta.json", meta)
+    files["meta"] = str(out / "meta.json")
+    return result
