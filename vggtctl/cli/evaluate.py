@@ -1,9 +1,287 @@
-"""`vggtctl evaluate` (being written)."""
+"""`vggtctl evaluate`: depth, camera and point-cloud metrics on ETH3D (model or saved predictions)."""
 
 from __future__ import annotations
 
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.output import Output
+from vggtctl.errors import UsageError
+
+EPILOG = """\
+Examples:
+
+  vggtctl evaluate --model facebook/VGGT-1B --subset all --frames 10 --sample random --out report.json
+
+  vggtctl evaluate --scenes courtyard --predictions out/courtyard --json
+
+  vggtctl evaluate --data ./eth3d --model tiny --depth-align lstsq --icp --save-vis vis/
+
+  vggtctl evaluate --scenes facade,electro --pc-reference depth --pc-align cameras --device cuda --dtype bf16
+"""
+
+
+class Sample(str, Enum):
+    stride = "stride"
+    random = "random"
+
+
+class Mode(str, Enum):
+    crop = "crop"
+    pad = "pad"
+
+
+class Points(str, Enum):
+    depth = "depth"
+    head = "head"
+
+
+class PcAlign(str, Enum):
+    points = "points"
+    cameras = "cameras"
+
+
+class PcReference(str, Enum):
+    scan = "scan"
+    depth = "depth"
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``--x a,b --x c`` → ``[a, b, c]``."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+@mapped_errors
+def evaluate_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="ETH3D root with one folder per scene (default: the vggtctl dataset cache)."
+        ),
+    ] = None,
+    scenes: Annotated[
+        list[str] | None,
+        typer.Option("--scenes", help="Scene names (repeat or comma-separate) (default: every scene found)."),
+    ] = None,
+    subset: Annotated[
+        str | None, typer.Option("--subset", help="all, facades, indoor or outdoor (instead of --scenes).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Hub repo id, local weights file/folder or 'tiny' (default: facebook/VGGT-1B).",
+        ),
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            "--predictions",
+            help="Evaluate saved `vggtctl infer` output: one folder, or a folder of <scene>/ outputs.",
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Model preset; inferred when omitted.")
+    ] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit.")] = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", help="Frames per scene (the VGGT paper uses 10) (default: all).")
+    ] = None,
+    stride: Annotated[int, typer.Option("--stride", help="Take every K-th frame (sorted by name).")] = 1,
+    sample: Annotated[
+        Sample, typer.Option("--sample", help="stride, or random (seeded per scene; needs --frames).")
+    ] = Sample.stride,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of --sample random and of scan subsampling.")] = 0,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            "--image-size", help="Model input width (crop) (default: the model's, 518 for VGGT-1B)."
+        ),
+    ] = None,
+    mode: Annotated[Mode, typer.Option("--mode", help="Preprocessing: crop or pad.")] = Mode.crop,
+    depth_align: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--depth-align",
+            help="median (per image), scene-median (one scale per scene), lstsq (scale+shift), none; "
+            "repeat or comma-separate (default: median,scene-median).",
+        ),
+    ] = None,
+    points: Annotated[
+        Points, typer.Option("--points", help="Predicted points from depth + cameras, or the point head.")
+    ] = Points.depth,
+    pc_align: Annotated[
+        PcAlign, typer.Option("--pc-align", help="Sim(3) on valid-pixel points or on camera centres.")
+    ] = PcAlign.points,
+    icp: Annotated[bool, typer.Option("--icp/--no-icp", help="Refine the Sim(3) with rigid ICP.")] = False,
+    icp_threshold: Annotated[
+        float, typer.Option("--icp-threshold", help="ICP correspondence distance in metres.")
+    ] = 0.1,
+    pc_reference: Annotated[
+        PcReference,
+        typer.Option(
+            "--pc-reference", help="Ground truth: visible laser-scan points, or GT depth unprojected."
+        ),
+    ] = PcReference.scan,
+    voxel_size: Annotated[
+        float,
+        typer.Option(
+            "--voxel-size", help="Finest voxel of the NN search and scan averaging, metres (0: exact, slow)."
+        ),
+    ] = 0.01,
+    pc_max_points: Annotated[
+        int,
+        typer.Option("--pc-max-points", help="Points scored per cloud (seeded subset beyond it; 0: all)."),
+    ] = 100_000,
+    max_scan_points: Annotated[
+        int, typer.Option("--max-scan-points", help="Random subset of scan points loaded per scene (0: all).")
+    ] = 2_000_000,
+    save_vis: Annotated[
+        Path | None, typer.Option("--save-vis", help="Folder for depth/error PNGs and error point clouds.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full JSON report here.")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[
+        Dtype, typer.Option("--dtype", help="auto = bf16/fp16 on GPUs, fp32 on CPU.")
+    ] = Dtype.auto,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the full report as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Depth, camera and point-cloud metrics of a model (or saved predictions) on ETH3D scenes."""
+    from vggtctl.services.evaluate import EvalConfig, evaluate
+
+    for name, value in (("--max-scan-points", max_scan_points), ("--pc-max-points", pc_max_points)):
+        if value < 0:
+            raise UsageError(f"{name} {value} is negative", "use 0 for all points, or N > 0")
+    config = EvalConfig(
+        data=data,
+        scenes=_split(scenes) or None,
+        subset=subset,
+        model=model,
+        preset=preset,
+        revision=revision,
+        predictions=predictions,
+        frames=frames,
+        stride=stride,
+        sample=sample.value,
+        seed=seed,
+        image_size=image_size,
+        mode=mode.value,
+        depth_align=tuple(_split(depth_align)) or ("median", "scene-median"),
+        points=points.value,
+        pc_align=pc_align.value,
+        icp=icp,
+        icp_threshold=icp_threshold,
+        pc_reference=pc_reference.value,
+        voxel_size=voxel_size,
+        pc_max_points=pc_max_points or None,
+        max_scan_points=max_scan_points or None,
+        save_vis=save_vis,
+        out=out,
+        device=device,
+        dtype=dtype.value,
+    )
+    output = Output(json_mode=json_out)
+    try:
+        report = evaluate(config, progress=output.progress())
+    finally:
+        output.close()
+    for w in report.warnings:
+        output.warn(w)
+    data_out = report.to_dict()
+    output.result(data_out, lambda console: render_report(console, data_out, report.out))
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def render_report(console: Any, r: dict[str, Any], out_path: str | None = None) -> None:
+    """Rich tables: one row per scene plus the mean, for depth (per alignment), cameras and point clouds."""
+    from rich.table import Table
+
+    scenes, mean = r["scenes"], r["mean"]
+    for align, m in mean["depth"].items():
+        t = Table(title=f"Depth ({align} alignment, {r['settings']['protocol']['depth_aggregation'][align]})")
+        t.add_column("scene")
+        cols = [("abs_rel", "AbsRel"), ("sq_rel", "SqRel"), ("rmse", "RMSE"), ("rmse_log", "RMSElog"),
+                ("mae", "MAE"), ("delta1", "δ<1.25"), ("delta2", "δ<1.25²"), ("delta3", "δ<1.25³"),
+                ("inlier_1.03", "τ<1.03")]  # fmt: skip
+        for _, head in cols:
+            t.add_column(head, justify="right")
+        for s in scenes:
+            d = s["depth"].get(align)
+            t.add_row(s["name"], *[_fmt(d["metrics"][k] if d else None) for k, _ in cols])
+        t.add_row(f"mean ({m['scenes']})", *[_fmt(m[k]) for k, _ in cols], style="bold")
+        console.print(t)
+    if mean["camera"]:
+        t = Table(title="Cameras (RRA/RTA/AUC in %, ATE in m after Sim(3))")
+        t.add_column("scene")
+        keys = ["rra@5", "rra@15", "rra@30", "rta@5", "rta@15", "rta@30", "auc@30", "ate_rmse"]
+        for k in keys:
+            t.add_column(k.upper().replace("ATE_RMSE", "ATE"), justify="right")
+        for s in scenes:
+            c = s["camera"]
+            vals = [c["rra"][k[4:]] if k.startswith("rra") else c["rta"][k[4:]] if k.startswith("rta") else None
+                    for k in keys[:6]] if c else [None] * 6  # fmt: skip
+            vals += [c["auc@30"], c["ate"]["rmse"]] if c else [None, None]
+            t.add_row(s["name"], *[_fmt(v, 1 if i < 7 else 3) for i, v in enumerate(vals)])
+        m = mean["camera"]
+        t.add_row(
+            f"mean ({m['scenes']})",
+            *[_fmt(m[k], 1 if i < 7 else 3) for i, k in enumerate(keys)],
+            style="bold",
+        )
+        console.print(t)
+    if mean["pointcloud"]:
+        proto = r["settings"]["protocol"]
+        t = Table(
+            title=f"Point cloud in m ({proto['pointcloud_alignment']}; voxel {proto['voxel_size_m']} m)"
+        )
+        t.add_column("scene")
+        for head in ("Acc", "Comp", "Overall"):
+            t.add_column(head, justify="right")
+        tols = list(mean["pointcloud"]["f1"])
+        for k in tols:
+            t.add_column(f"F1@{k}", justify="right")
+        for s in scenes:
+            p = s["pointcloud"]
+            vals = (
+                [p["accuracy"], p["completeness"], p["overall"], *[p["f1"][k] for k in tols]]
+                if p
+                else [None] * (3 + len(tols))
+            )
+            t.add_row(s["name"], *[_fmt(v) for v in vals])
+        m = mean["pointcloud"]
+        t.add_row(
+            f"mean ({m['scenes']})", _fmt(m["acc"]), _fmt(m["comp"]), _fmt(m["overall"]),
+            *[_fmt(m["f1"][k]) for k in tols], style="bold",
+        )  # fmt: skip
+        console.print(t)
+    prov = r.get("provenance") or {}
+    what = prov.get("repo") or prov.get("source") or r["settings"].get("predictions")
+    console.print(f"evaluated {what} on {len(scenes)} scene(s); {len(r['warnings'])} warning(s)")
+    if out_path:
+        console.print(f"report: {out_path}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    """Add ``evaluate`` to the root app."""
+    app.command(
+        "evaluate",
+        epilog=EPILOG,
+        help="Depth, camera and point-cloud metrics on ETH3D (VGGT paper / ETH3D protocols).",
+    )(evaluate_command)
