@@ -48,7 +48,7 @@ def eth3d_command(
         typer.Option(
             "--kinds",
             help="Comma-separated archive kinds: undistorted, jpg, depth, occlusion, scan_eval "
-            "(default: undistorted,jpg,depth: what evaluate and finetune need).",
+            "(default: undistorted,jpg,depth,scan_eval: what evaluate and finetune need).",
         ),
     ] = None,
     out: Annotated[

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import Dtype, Mode, Points
 from vggtctl.cli.output import Output
 from vggtctl.errors import UsageError
 
@@ -30,16 +31,6 @@ class Sample(str, Enum):
     random = "random"
 
 
-class Mode(str, Enum):
-    crop = "crop"
-    pad = "pad"
-
-
-class Points(str, Enum):
-    depth = "depth"
-    head = "head"
-
-
 class PcAlign(str, Enum):
     points = "points"
     cameras = "cameras"
@@ -48,13 +39,6 @@ class PcAlign(str, Enum):
 class PcReference(str, Enum):
     scan = "scan"
     depth = "depth"
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
 
 
 def _split(values: list[str] | None) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import Device, Dtype, Mode, Points
 from vggtctl.cli.output import Output
 from vggtctl.services.hub import DEFAULT_REPO
 
@@ -23,29 +24,6 @@ Examples:
 
   vggtctl infer scene/images --model tiny --conf-threshold 3 --points head
 """
-
-
-class Mode(str, Enum):
-    crop = "crop"
-    pad = "pad"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Dtype(str, Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Points(str, Enum):
-    depth = "depth"
-    head = "head"
 
 
 class Units(str, Enum):

@@ -39,8 +39,9 @@ from vggtctl.utils.atomic import atomic_write_json
 
 BASE_URL = "https://www.eth3d.net/data/"
 KINDS: tuple[str, ...] = ("undistorted", "jpg", "depth", "occlusion", "scan_eval")
-# what evaluate and finetune need: undistorted images + calibration, distorted calibration, depth
-DEFAULT_KINDS: tuple[str, ...] = ("undistorted", "jpg", "depth")
+# what evaluate and finetune need: undistorted images + calibration, distorted calibration (to map the
+# depth), ground-truth depth, and the laser scans that evaluate's point-cloud metrics score against
+DEFAULT_KINDS: tuple[str, ...] = ("undistorted", "jpg", "depth", "scan_eval")
 EXTRACT_FACTOR = 3.5  # extracted size / archive size, upper end of what ETH3D archives show
 _SCENE_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 
