@@ -1,0 +1,1 @@
+"""Model implementations. ``vggtctl.models.vggt`` is the checkpoint-compatible VGGT."""
