@@ -241,7 +241,7 @@ def test_scene_kind_and_manifest_parsing(tmp_path: Path) -> None:
         resolve_scenes("facade", "indoor")
     with pytest.raises(UsageError, match="unknown subset 'garden'"):
         resolve_scenes(None, "garden")
-    assert resolve_kinds(None) == ["undistorted", "jpg", "depth"]
+    assert resolve_kinds(None) == ["undistorted", "jpg", "depth", "scan_eval"]
     with pytest.raises(UsageError, match="unknown kind"):
         resolve_kinds("depth,raw")
     bad = tmp_path / "m.json"

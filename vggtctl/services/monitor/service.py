@@ -257,9 +257,11 @@ class MonitorSession:
         st = check_log_file(src.path, allow_empty=self.following or self.run is not None)
         src.size = st.st_size
         with open(src.path, "rb") as f:
-            f.seek(max(0, src.size - BLOCK))
-            last = f.read()
-            end = src.size - len(last) + last_terminator(last)
+            start = max(0, src.size - BLOCK)
+            f.seek(start)
+            # Read only up to the size stat() saw: a writer may append meanwhile, and offsets must agree.
+            last = f.read(src.size - start)
+            end = start + last_terminator(last)
             partial = last[last_terminator(last) :]
             if src.size <= self.request.full_read_bytes:
                 src.read_whole = True
