@@ -13,14 +13,12 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
+    Progress as RichProgressBar,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
-)
-from rich.progress import (
-    Progress as RichProgressBar,
 )
 
 from vggtctl.cli.state import state
@@ -37,7 +35,10 @@ def stderr_console() -> Console:
 
 
 def stdout_console() -> Console:
-    return Console(no_color=_no_color(), highlight=False, soft_wrap=True)
+    # Piped output has no terminal width; Rich would assume 80 columns and squeeze tables. Use a
+    # wide default there unless COLUMNS says otherwise.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(no_color=_no_color(), highlight=False, soft_wrap=True, width=width)
 
 
 def is_rank_zero() -> bool:
