@@ -1,4 +1,4 @@
-"""Shared fixtures. Nothing here reads ../shared: tests are self-contained in a user's clone."""
+"""Shared fixtures. Self-contained: nothing here reads the reference folder outside the repo."""
 
 from __future__ import annotations
 

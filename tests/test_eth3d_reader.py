@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from vggtctl.services.eth3d import (
     resample_depth,
     sample_depth,
 )
+from vggtctl.services.preprocess import ImageGeometry
 
 # the courtyard camera 0 of ETH3D's dslr_calibration_jpg (FACTS.md §1.3)
 COURTYARD = np.array([3411.42, 3410.02, 3041.29, 2014.07, 0.21047, 0.21102, -5.36231e-06, 0.00051541,
@@ -149,24 +149,13 @@ def test_sample_depth_never_blends_an_edge() -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Geom:
-    orig_hw: tuple[int, int]
-    resized_hw: tuple[int, int]
-    offset_xy: tuple[int, int]
-    out_hw: tuple[int, int]
-
-    @property
-    def scale_xy(self) -> tuple[float, float]:
-        return (self.resized_hw[1] / self.orig_hw[1], self.resized_hw[0] / self.orig_hw[0])
-
 
 def test_resample_depth_pools_valid_samples() -> None:
     d = np.array([[1, 2, 9, 9], [3, np.inf, 9, 0], [4, 4, np.nan, 7], [4, 4, 7, 7]], np.float32)
-    out = resample_depth(d, _Geom((4, 4), (2, 2), (0, 0), (2, 2)))
+    out = resample_depth(d, ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2)))
     # lower median of the valid samples of each 2x2 block: {1,2,3} -> 2, {9,9,9} -> 9, {4,4,4,4} -> 4, {7,7,7} -> 7
     assert out.tolist() == [[2, 9], [4, 7]]
-    allbad = resample_depth(np.full((4, 4), np.inf, np.float32), _Geom((4, 4), (2, 2), (0, 0), (2, 2)))
+    allbad = resample_depth(np.full((4, 4), np.inf, np.float32), ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2)))
     assert (allbad == 0).all()
 
 
@@ -174,7 +163,7 @@ def test_resample_depth_crop_offset_and_upsampling() -> None:
     d = np.arange(1, 13, dtype=np.float32).reshape(3, 4)  # 3 rows x 4 cols
     d[1, 1] = 0.0
     # upsample x2 and crop one model row from the top: model y = 2 * orig_y - 1
-    out = resample_depth(d, _Geom((3, 4), (6, 8), (0, -1), (4, 8)))
+    out = resample_depth(d, ImageGeometry((3, 4), (6, 8), (0, -1), (4, 8)))
     assert out.shape == (4, 8)
     # model pixel (row r, col c) takes the original pixel containing its centre ((c+0.5)/2, (r+1.5)/2)
     for r in range(4):
@@ -182,7 +171,7 @@ def test_resample_depth_crop_offset_and_upsampling() -> None:
             i, j = int((r + 1.5) // 2), int((c + 0.5) // 2)
             assert out[r, c] == d[i, j]
     with pytest.raises(InputError, match="image geometry expects"):
-        resample_depth(d, _Geom((4, 4), (2, 2), (0, 0), (2, 2)))
+        resample_depth(d, ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2)))
 
 
 def test_resample_depth_with_foundation_image_geometry() -> None:
