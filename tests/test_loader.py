@@ -104,6 +104,63 @@ def test_truncated_safetensors(tmp_path: Path, tiny_checkpoint: Path) -> None:
         load_model(tiny)
 
 
+def test_converted_read_equals_memory_map_then_convert(tiny_checkpoint: Path) -> None:
+    from vggtctl.services.model_loader import read_safetensors_converted
+
+    def dtype_for(key: str) -> torch.dtype:
+        return torch.bfloat16 if key.endswith("qkv.weight") else torch.float32
+
+    mapped = load_file(str(tiny_checkpoint))
+    got = read_safetensors_converted(tiny_checkpoint, dtype_for)
+    assert list(sorted(got)) == list(sorted(mapped))
+    for key, ref in mapped.items():
+        assert got[key].dtype == dtype_for(key) and got[key].shape == ref.shape, key
+        assert torch.equal(got[key], ref.to(dtype_for(key))), key
+    # frame, global and patch-embed blocks (24 each) and the camera trunk (4)
+    assert sum(got[k].dtype == torch.bfloat16 for k in got) == 24 * 3 + 4
+
+
+def test_bf16_load_reads_without_mapping_the_file(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """A bf16 load converts while reading: the float32 file is not left mapped (nor resident)."""
+    from vggtctl.models.vggt.build import from_state_dict
+    from vggtctl.models.vggt.config import get_config
+
+    copy = tmp_path / "bf16-source.safetensors"
+    shutil.copyfile(tiny_checkpoint, copy)
+    model = load_model(copy, dtype="bf16")
+    if Path("/proc/self/maps").exists():
+        assert str(copy.resolve()) not in {name for _, _, name in _mapped_files()}
+    ref = from_state_dict(get_config("tiny"), load_file(str(tiny_checkpoint)), dtype=torch.bfloat16)
+    ours = model.state_dict()
+    for key, value in ref.state_dict().items():
+        assert ours[key].dtype == value.dtype and torch.equal(ours[key], value), key
+    assert model.aggregator.frame_blocks[0].mlp.fc1.weight.dtype == torch.bfloat16
+    assert model.depth_head.norm.weight.dtype == torch.float32
+
+
+def test_converted_read_rejects_inconsistent_entries(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    from vggtctl.services.model_loader import read_safetensors_converted
+
+    def write(path: Path, entry: dict, payload: bytes) -> Path:
+        header = json.dumps({"w": entry}).encode()
+        path.write_bytes(struct.pack("<Q", len(header)) + header + payload)
+        return path
+
+    bad_span = write(tmp_path / "span.safetensors", {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, bytes(8))
+    with pytest.raises(CheckpointError, match="spans 8 bytes"):
+        read_safetensors_converted(bad_span, lambda k: torch.float32)
+    bad_dtype = write(tmp_path / "dt.safetensors", {"dtype": "F8_E9", "shape": [2], "data_offsets": [0, 2]}, bytes(2))
+    with pytest.raises(CheckpointError, match="unsupported safetensors dtype"):
+        read_safetensors_converted(bad_dtype, lambda k: torch.float32)
+    good = write(tmp_path / "ok.safetensors", {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+                 struct.pack("<2f", 1.5, -2.0))  # fmt: skip
+    out = read_safetensors_converted(good, lambda k: torch.bfloat16)
+    assert out["w"].dtype == torch.bfloat16 and out["w"].tolist() == [1.5, -2.0]
+
+
 class _Evil:
     """Unpickling this would create a file: proof that code ran."""
 

@@ -201,6 +201,66 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read safetensors: {e}", _redownload_hint(path)) from None
 
 
+def _safetensors_dtypes() -> dict[str, torch.dtype]:
+    import torch
+
+    return {
+        "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+        "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+        "U8": torch.uint8, "BOOL": torch.bool,
+    }  # fmt: skip
+
+
+def read_safetensors_converted(
+    path: Path, dtype_for: Callable[[str], torch.dtype]
+) -> dict[str, torch.Tensor]:
+    """Read a safetensors file tensor by tensor with plain reads, converting each as it arrives.
+
+    A memory map keeps every page of the file resident once touched, so converting float32
+    weights to bf16 from a map peaks at the whole file plus the result. Reading one tensor at a
+    time peaks at the result plus one tensor in the file's dtype.
+
+    Args:
+        path: The ``.safetensors`` file.
+        dtype_for: Target dtype for a key (floating point tensors only are converted).
+    """
+    import torch
+
+    header = _safetensors_header(path)
+    dtypes = _safetensors_dtypes()
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k != "__metadata__"), key=lambda kv: int(kv[1]["data_offsets"][0])
+    )
+    out: dict[str, torch.Tensor] = {}
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        for key, info in entries:
+            src = dtypes.get(str(info.get("dtype")))
+            if src is None:
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} has unsupported safetensors dtype {info.get('dtype')!r}",
+                    _redownload_hint(path),
+                )
+            begin, stop = (int(v) for v in info["data_offsets"])
+            t = torch.empty([int(d) for d in info.get("shape", [])], dtype=src)
+            buf = t.reshape(-1).view(torch.uint8).numpy()
+            if buf.nbytes != stop - begin:
+                raise CheckpointError(
+                    f"{path}: tensor {key!r} spans {stop - begin} bytes, its shape and dtype need {buf.nbytes}",
+                    _redownload_hint(path),
+                )
+            f.seek(8 + n + begin)
+            view, done = memoryview(buf), 0
+            while done < buf.nbytes:
+                got = f.readinto(view[done:])
+                if not got:
+                    raise CheckpointError(f"{path} ended inside tensor {key!r}", _redownload_hint(path))
+                done += got
+            target = dtype_for(key)
+            out[key] = t.to(target) if t.is_floating_point() and target != src else t
+    return out
+
+
 def read_torch_pickle(path: Path) -> dict[str, torch.Tensor]:
     """Load a ``.pt``/``.pth`` with ``torch.load(weights_only=True)``: tensors and plain containers only."""
     import torch
@@ -418,6 +478,23 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     return _strip_prefixes(reader(p)), fmt
 
 
+def _read_for_dtype(path: Path, dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor], str]:
+    """:func:`read_state_dict`, except that a bf16/fp16 load of a safetensors file converts while
+    reading (no memory map pinning the float32 file: peak ~ the converted model, not file + model)."""
+    import torch
+
+    entry = _READERS.get(path.suffix.lower())
+    low = dtype in (torch.bfloat16, torch.float16)
+    if not (low and entry is not None and entry[1] is read_safetensors):
+        return read_state_dict(path)
+    from vggtctl.models.vggt.build import target_dtype
+
+    def dtype_for(key: str) -> torch.dtype:
+        return target_dtype(key.removeprefix("module."), dtype)  # type: ignore[arg-type]
+
+    return _strip_prefixes(read_safetensors_converted(path, dtype_for)), entry[0]
+
+
 def _preset_name(config: VGGTConfig) -> str:
     from vggtctl.models.vggt.config import preset_name
 
@@ -506,8 +583,9 @@ def load_model(
         model = loader(resolved, preset=preset, device=device, dtype=torch_dtype, progress=progress)
         fmt = name
     else:
-        state_dict, fmt = read_state_dict(resolved.path)
+        state_dict, fmt = _read_for_dtype(resolved.path, torch_dtype)
         model = model_from_state_dict(state_dict, preset, device=device, dtype=torch_dtype)
+        del state_dict
     sha = file_sha256(resolved.path, progress) if resolved.path.is_file() else ""
     config = model.config
     model.provenance = Provenance(  # type: ignore[attr-defined]

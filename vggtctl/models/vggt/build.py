@@ -148,8 +148,12 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]]) -> VGGTConfig:
     )
 
 
-def _target_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
-    """bf16/fp16 loads keep everything but the aggregator's Linear/conv layers in float32."""
+def target_dtype(key: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``key`` gets in a model loaded as ``dtype``.
+
+    bf16/fp16 loads keep everything but the aggregator's Linear layers in float32 (as the reference
+    runs its heads in float32); a float32 load keeps everything in float32.
+    """
     if dtype not in _LOW_PRECISION or not key.startswith("aggregator."):
         return torch.float32
     if re.search(r"\.(qkv|proj|fc1|fc2)\.(weight|bias)$", key):
@@ -215,7 +219,7 @@ def from_state_dict(
             raise CheckpointError(
                 f"checkpoint key {key} has dtype {t.dtype}, expected a floating point tensor"
             )
-        tensors[key] = t.to(device=device, dtype=_target_dtype(key, dtype))
+        tensors[key] = t.to(device=device, dtype=target_dtype(key, dtype))
     model = build_empty(config)
     model.load_state_dict(tensors, strict=True, assign=True)
     model.aggregator.reset_buffers(device)
