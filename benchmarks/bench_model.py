@@ -41,6 +41,18 @@ REFERENCE_CPU = {
     "2x224x224": {"first_s": 5.73, "warm_s": 4.81, "peak_rss_mb": 5369},
 }
 REFERENCE_WEIGHTS_RSS_MB = 5036
+# The reference implementation run on the 2-vCPU AMD EPYC (Zen 3, AVX2) dev VM, interleaved with
+# vggtctl runs on 2026-11-28 (docs/performance.md): medians of the warm forwards. Only compared
+# when this machine looks like that one (same CPU model name and CPU count).
+REFERENCE_SAME_CPU = {
+    "cpu_model": "AMD EPYC",
+    "cpus": 2,
+    "rows": {
+        "1x518x518": {"warm_s": 45.37, "peak_rss_forward_mb": 5596},
+        "2x518x518": {"warm_s": 92.65, "peak_rss_forward_mb": 5824},
+        "1x224x224": {"warm_s": 8.87, "peak_rss_forward_mb": 5006},
+    },
+}
 FULL_ROWS = [
     "1x518x518", "2x518x518", "1x392x518", "2x392x518", "1x224x224", "2x224x224",
     "4x224x224", "8x224x224", "4x518x518", "8x518x518",
@@ -288,6 +300,15 @@ def _parity(tmp: Path, name: str) -> dict[str, float] | None:
         }
 
 
+def _same_cpu_as_reference() -> bool:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    names = {ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")}
+    return names == {REFERENCE_SAME_CPU["cpu_model"]} and os.cpu_count() == REFERENCE_SAME_CPU["cpus"]
+
+
 def _compare_to_baseline(results: list[dict[str, Any]]) -> None:
     """Attach this-code / reference-like ratios to rows that have a reference-like twin."""
     for twin in (r for r in results if r.get("baseline") and r.get("warm_s")):
@@ -368,9 +389,13 @@ def main() -> int:
                 row["reference"] = ref
                 row["warm_vs_reference"] = round(row["warm_s"] / ref["warm_s"], 3)
                 row["peak_rss_vs_reference"] = round(row["peak_rss_mb"] / ref["peak_rss_mb"], 3)
+                same = REFERENCE_SAME_CPU["rows"].get(spec["name"])
+                if same and _same_cpu_as_reference():
+                    row["reference_same_cpu"] = same
+                    row["warm_vs_reference_same_cpu"] = round(row["warm_s"] / same["warm_s"], 3)
             results.append(row)
             keys = ("load_s", "first_s", "warm_s", "warm_cpu_s", "peak_rss_mb", "gpu_peak_mb", "warm_vs_reference",
-                    "peak_over_weights")  # fmt: skip
+                    "warm_vs_reference_same_cpu", "peak_over_weights")  # fmt: skip
             print(
                 "   " + ", ".join(f"{k}={row[k]}" for k in keys if row.get(k) is not None),
                 file=sys.stderr,
