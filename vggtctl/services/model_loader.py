@@ -461,38 +461,35 @@ def _artifact_for(path: Path) -> tuple[str, ArtifactDetector, ArtifactLoader] | 
 # ---------------------------------------------------------------- state dict -> model
 
 
-def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], str]:
+def read_state_dict(
+    path: str | os.PathLike[str], dtype: torch.dtype | None = None
+) -> tuple[dict[str, torch.Tensor], str]:
     """Read a weights file into a flat state dict (wrappers and ``module.`` prefixes removed).
 
     Args:
         path: A file with a registered suffix.
+        dtype: The model dtype the weights are for. For bf16/fp16 a safetensors file is read tensor
+            by tensor and converted as it is read (see :func:`read_safetensors_converted`) instead
+            of memory-mapped: peak ~ the converted model, not the float32 file plus the model.
 
     Returns:
         ``(state_dict, format)``.
     """
+    import torch
+
     p = Path(path)
     entry = _READERS.get(p.suffix.lower())
     if entry is None:
         raise InputError(f"unsupported weights file {p}", f"use one of: {', '.join(sorted(_READERS))}")
     fmt, reader = entry
+    if reader is read_safetensors and dtype in (torch.bfloat16, torch.float16):
+        from vggtctl.models.vggt.build import target_dtype
+
+        def dtype_for(key: str) -> torch.dtype:
+            return target_dtype(key.removeprefix("module."), dtype)  # type: ignore[arg-type]
+
+        return _strip_prefixes(read_safetensors_converted(p, dtype_for)), fmt
     return _strip_prefixes(reader(p)), fmt
-
-
-def _read_for_dtype(path: Path, dtype: torch.dtype | None) -> tuple[dict[str, torch.Tensor], str]:
-    """:func:`read_state_dict`, except that a bf16/fp16 load of a safetensors file converts while
-    reading (no memory map pinning the float32 file: peak ~ the converted model, not file + model)."""
-    import torch
-
-    entry = _READERS.get(path.suffix.lower())
-    low = dtype in (torch.bfloat16, torch.float16)
-    if not (low and entry is not None and entry[1] is read_safetensors):
-        return read_state_dict(path)
-    from vggtctl.models.vggt.build import target_dtype
-
-    def dtype_for(key: str) -> torch.dtype:
-        return target_dtype(key.removeprefix("module."), dtype)  # type: ignore[arg-type]
-
-    return _strip_prefixes(read_safetensors_converted(path, dtype_for)), entry[0]
 
 
 def _preset_name(config: VGGTConfig) -> str:
@@ -583,7 +580,7 @@ def load_model(
         model = loader(resolved, preset=preset, device=device, dtype=torch_dtype, progress=progress)
         fmt = name
     else:
-        state_dict, fmt = _read_for_dtype(resolved.path, torch_dtype)
+        state_dict, fmt = read_state_dict(resolved.path, torch_dtype)
         model = model_from_state_dict(state_dict, preset, device=device, dtype=torch_dtype)
         del state_dict
     sha = file_sha256(resolved.path, progress) if resolved.path.is_file() else ""
