@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vggtctl.cli.app import app
-from vggtctl.io.colmap import qvec_to_rotmat, read_model_text
+from vggtctl.io.colmap import model_format, qvec_to_rotmat, read_model
 from vggtctl.io.ply import read_ply
 from vggtctl.io.predictions import geometries_from_predictions, load_predictions
 from vggtctl.services.infer import select_points
@@ -103,7 +103,13 @@ def test_ply_is_the_confidence_filtered_cloud(run: dict[str, Any]) -> None:
 
 
 def test_colmap_model_round_trip(run: dict[str, Any]) -> None:
-    cams, imgs, pts = read_model_text(run["out"] / "colmap")
+    assert model_format(run["out"] / "colmap") == "bin"  # COLMAP's own default
+    assert sorted(p.name for p in (run["out"] / "colmap").iterdir()) == [
+        "cameras.bin",
+        "images.bin",
+        "points3D.bin",
+    ]
+    cams, imgs, pts = read_model(run["out"] / "colmap")
     p = load_predictions(run["out"])
     geoms = geometries_from_predictions(p)
     assert len(cams) == len(imgs) == 3 and len(pts) == run["result"]["points"]
@@ -121,11 +127,67 @@ def test_colmap_model_round_trip(run: dict[str, Any]) -> None:
     np.testing.assert_allclose(xyz, ply["xyz"], rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("fmt", ["bin", "txt"])
+def test_pycolmap_reads_the_export_as_predicted(
+    fmt: str, run: dict[str, Any], tmp_path: Path, tiny_checkpoint: Path
+) -> None:
+    pycolmap = pytest.importorskip("pycolmap")
+    folder = run["out"] / "colmap"
+    if fmt == "txt":  # the same images, the same deterministic tiny model: only the file format differs
+        out = tmp_path / "out"
+        r = _invoke("infer", run["images"], "--model", tiny_checkpoint, "--out", out, "--format", "npz,colmap",
+                    "--colmap-format", "txt", "--json")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["colmap_format"] == "txt"
+        assert json.loads((out / "meta.json").read_text())["colmap_format"] == "txt"
+        folder = out / "colmap"
+        assert sorted(p.name for p in folder.iterdir()) == ["cameras.txt", "images.txt", "points3D.txt"]
+    p = load_predictions(folder.parent)
+    geoms = geometries_from_predictions(p)
+    rec = pycolmap.Reconstruction(str(folder))
+    assert rec.num_cameras() == rec.num_images() == 3 and rec.num_points3D() == run["result"]["points"]
+    tol = {"atol": 1e-12, "rtol": 0} if fmt == "bin" else {"atol": 1e-9, "rtol": 1e-9}
+    for i in range(3):
+        cam, im = rec.cameras[i + 1], rec.images[i + 1]
+        K = intrinsics_to_original(p["intrinsic"][i].astype(np.float64), geoms[i])
+        assert cam.model.name == "PINHOLE" and (cam.width, cam.height) == (224, 168)
+        np.testing.assert_allclose(cam.params, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]], **tol)
+        np.testing.assert_allclose(
+            im.cam_from_world().matrix(), p["extrinsic"][i].astype(np.float64), atol=1e-6
+        )
+        assert im.name == ["view_0.png", "view_1.PNG", "view_2.png"][i] and im.camera_id == i + 1
+    ply = read_ply(folder.parent / "points.ply") if (folder.parent / "points.ply").exists() else None
+    xyz = np.stack([rec.points3D[k].xyz for k in sorted(rec.point3D_ids())])
+    ours = np.stack([pt.xyz for _, pt in sorted(read_model(folder)[2].items())])
+    np.testing.assert_array_equal(xyz, ours)
+    if ply is not None:
+        np.testing.assert_array_equal(
+            xyz, ply["xyz"].astype(np.float64)
+        )  # binary: the float32 cloud, exactly
+
+
+def test_txt_refuses_names_with_spaces_before_loading_the_model(tmp_path: Path) -> None:
+    images = tmp_path / "my shots"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(images / "view 1.png")
+    # a model path that does not exist: reaching the loader would be a different error
+    r = _invoke("infer", images / "view 1.png", "--model", tmp_path / "nope.safetensors", "--colmap-format", "txt",
+                "--out", tmp_path / "out")  # fmt: skip
+    assert r.exit_code == 1, r.stderr
+    assert (
+        "Error: COLMAP's text format cannot hold image names with spaces or other whitespace: 'view 1.png'"
+        in r.stderr
+    )
+    assert "Hint: write the binary model (--colmap-format bin, the default)" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_meta_json(run: dict[str, Any], tiny_checkpoint: Path) -> None:
     meta = json.loads((run["out"] / "meta.json").read_text())
     assert meta["provenance"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert meta["provenance"]["kind"] == "file" and meta["versions"]["torch"]
     assert meta["settings"]["mode"] == "crop" and meta["colmap_units"] == "original"
+    assert meta["colmap_format"] == "bin" and meta["settings"]["colmap_format"] == "bin"
     assert [f["name"] for f in meta["frames"]] == ["view_0.png", "view_1.PNG", "view_2.png"]
 
 
@@ -147,7 +209,7 @@ def test_model_units_head_points_and_video(tmp_path: Path, tiny_checkpoint: Path
         and set(res["files"]) == {"colmap", "meta"}
         and not (out / "predictions.npz").exists()
     )
-    cams, imgs, pts = read_model_text(out / "colmap")
+    cams, imgs, pts = read_model(out / "colmap")
     assert [(c.width, c.height) for c in cams.values()] == [(168, 126)] * 3
     np.testing.assert_allclose([c.params[2:] for c in cams.values()], [[84.0, 63.0]] * 3)  # model pixels
     assert [im.name for im in imgs.values()] == [f"frames/clip_{i:06d}.png" for i in (0, 3, 6)]

@@ -31,6 +31,11 @@ class Units(str, Enum):
     model = "model"
 
 
+class ColmapFormat(str, Enum):
+    bin = "bin"
+    txt = "txt"
+
+
 @mapped_errors
 def infer_command(
     inputs: Annotated[
@@ -77,6 +82,12 @@ def infer_command(
         Units,
         typer.Option("--colmap-units", help="cameras.txt in original image pixels or model-input pixels."),
     ] = Units.original,
+    colmap_format: Annotated[
+        ColmapFormat,
+        typer.Option(
+            "--colmap-format", help="COLMAP model as binary *.bin (COLMAP's default) or text *.txt files."
+        ),
+    ] = ColmapFormat.bin,
     max_frames: Annotated[
         int,
         typer.Option(
@@ -105,6 +116,7 @@ def infer_command(
         conf_threshold=conf_threshold,
         formats=tuple(f.strip().lower() for f in formats.split(",") if f.strip()),
         colmap_units=colmap_units.value,
+        colmap_format=colmap_format.value,
         max_frames=max_frames,
         every=every,
         max_points=max_points,
@@ -133,7 +145,7 @@ def _render(console: Any, r: dict[str, Any]) -> None:
     table.add_column("output")
     table.add_column("path")
     for kind, path in r["files"].items():
-        note = f" (PINHOLE, {r['colmap_units']} pixels)" if kind == "colmap" else ""
+        note = f" ({r['colmap_format']}, PINHOLE, {r['colmap_units']} pixels)" if kind == "colmap" else ""
         table.add_row(kind, f"{path}{note}")
     console.print(table)
     console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings_s"].items()))

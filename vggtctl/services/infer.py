@@ -21,6 +21,8 @@ import numpy as np
 
 from vggtctl import __version__
 from vggtctl.errors import InputError, UsageError
+from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
+from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
 from vggtctl.utils.atomic import atomic_open, atomic_write_json
@@ -249,6 +251,7 @@ class InferConfig:
     conf_threshold: str = "50%"
     formats: tuple[str, ...] = FORMATS
     colmap_units: str = "original"
+    colmap_format: str = "bin"
     max_frames: int = 100
     every: int = 1
     max_points: int = 500_000
@@ -265,6 +268,8 @@ class InferConfig:
             problems.append(f"--format {','.join(self.formats) or '(empty)'} (allowed: {', '.join(FORMATS)})")
         if self.colmap_units not in COLMAP_UNITS:
             problems.append(f"--colmap-units {self.colmap_units!r} (allowed: {', '.join(COLMAP_UNITS)})")
+        if self.colmap_format not in COLMAP_FORMATS:
+            problems.append(f"--colmap-format {self.colmap_format!r} (allowed: {', '.join(COLMAP_FORMATS)})")
         if self.max_frames < 1:
             problems.append(f"--max-frames {self.max_frames} (must be >= 1)")
         if self.every < 1:
@@ -298,6 +303,7 @@ class InferResult:
     points_source: str
     conf_threshold: float | None
     colmap_units: str | None
+    colmap_format: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -390,36 +396,20 @@ def select_points(
     return xyz[idx].astype(np.float32), rgb[idx], conf[idx].astype(np.float32), thr
 
 
-def write_colmap(
-    folder: Path,
-    preds: dict[str, np.ndarray],
-    geoms: Sequence[ImageGeometry],
-    names: Sequence[str],
-    xyz: np.ndarray,
-    rgb: np.ndarray,
-    units: str = "original",
-) -> None:
-    """COLMAP text model: PINHOLE camera per image (``units`` pixels), world-to-camera poses, points."""
-    from vggtctl.io.colmap import Camera, Image, Point3D, rotmat_to_qvec, write_model_text
-
-    cameras: dict[int, Camera] = {}
-    images: dict[int, Image] = {}
-    for i, (geom, name) in enumerate(zip(geoms, names, strict=True)):
+def colmap_cameras(
+    preds: dict[str, np.ndarray], geoms: Sequence[ImageGeometry], units: str = "original"
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Intrinsics ``[S,3,3]`` and image sizes ``(h, w)`` for the COLMAP export, in ``units`` pixels."""
+    Ks, sizes = [], []
+    for i, geom in enumerate(geoms):
         K = preds["intrinsic"][i].astype(np.float64)
         if units == "original":
-            K = intrinsics_to_original(K, geom)
-            h, w = geom.orig_hw
+            Ks.append(intrinsics_to_original(K, geom))
+            sizes.append(tuple(int(v) for v in geom.orig_hw))
         else:
-            h, w = geom.out_hw
-        cameras[i + 1] = Camera(
-            i + 1, "PINHOLE", int(w), int(h), np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
-        )
-        E = preds["extrinsic"][i].astype(np.float64)
-        images[i + 1] = Image(i + 1, rotmat_to_qvec(E[:, :3]), E[:, 3].copy(), i + 1, name)
-    # Plain Python numbers format about twice as fast as numpy scalars (same text): this is the slow part.
-    xs, cs, no_track = xyz.astype(np.float64).tolist(), rgb.tolist(), np.zeros(0, dtype=np.int64)
-    pts = {j + 1: Point3D(j + 1, xs[j], cs[j], 0.0, no_track, no_track) for j in range(len(xs))}  # type: ignore[arg-type]
-    write_model_text(folder, cameras, images, pts)
+            Ks.append(K)
+            sizes.append(tuple(int(v) for v in geom.out_hw))
+    return np.stack(Ks), sizes  # type: ignore[return-value]
 
 
 def _versions() -> dict[str, str]:
@@ -471,6 +461,8 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
             f"raise the limit if the device has the memory (--max-frames {len(frames)}), "
             "or pass fewer images / a larger --every for videos",
         )
+    if "colmap" in config.formats and config.colmap_format == "txt":
+        check_text_names([f.name for f in frames])  # before the model loads, not after the forward pass
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     with _stage("load model", timings, progress):
@@ -522,7 +514,10 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
                         f.image.save(fh, format="PNG")
                     f.name = f"frames/{f.name}"
             names = [f.name for f in frames]
-            write_colmap(out / "colmap", preds, geoms, names, xyz, rgb, config.colmap_units)
+            Ks, sizes = colmap_cameras(preds, geoms, config.colmap_units)
+            write_prediction_model(
+                out / "colmap", preds["extrinsic"], Ks, sizes, names, xyz, rgb, config.colmap_format
+            )
             files["colmap"] = str(out / "colmap")
     dtype_name = str(dtype).replace("torch.", "")
     result = InferResult(
@@ -539,6 +534,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         points_source=config.points,
         conf_threshold=thr,
         colmap_units=config.colmap_units if "colmap" in config.formats else None,
+        colmap_format=config.colmap_format if "colmap" in config.formats else None,
         files=files,
         timings_s=timings,
     )
@@ -564,6 +560,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         ],
         "image_size_hw": list(result.image_size_hw),
         "colmap_units": result.colmap_units,
+        "colmap_format": result.colmap_format,
         "points": result.points,
         "files": files,
         "timings_s": timings,
