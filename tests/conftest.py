@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.netguard import closed_port, no_proxy_env, offline_dns  # noqa: F401 - fixtures for every test
+
 DATA = Path(__file__).parent / "data"
 
 # Stable help/table output regardless of the terminal running the tests.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ class Fault:
     Attributes:
         drop_after: close the connection after this many body bytes (for the next ``drops`` GETs).
         drops: how many GETs are cut short.
+        reset: cut them with a TCP reset (RST, ``ConnectionResetError`` on the client) instead of a clean close.
         fail_status: answer this status instead (for the next ``fails`` GETs).
         fails: how many GETs fail.
         bad_range_offset: answer Range requests with a 206 starting this many bytes too early.
@@ -43,6 +46,7 @@ class Fault:
 
     drop_after: int | None = None
     drops: int = 1
+    reset: bool = False
     fail_status: int | None = None
     fails: int = 0
     bad_range_offset: int = 0
@@ -162,6 +166,10 @@ class LoopbackServer:
             return
         if cut:
             h.close_connection = True
+            if fault is not None and fault.reset:
+                time.sleep(0.2)  # let the client read what was sent: an RST discards its unread data
+                _reset(h)
+                return
             try:
                 h.connection.shutdown(2)
             except OSError:
@@ -189,3 +197,15 @@ class LoopbackServer:
                     cb()
                 if fault.throttle_bps:
                     time.sleep(n / fault.throttle_bps)
+
+
+def _reset(h: BaseHTTPRequestHandler) -> None:
+    """Close the connection with an RST: SO_LINGER 0, and the socket really closed (its file objects too)."""
+    sock = h.connection
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    for f in (h.wfile, h.rfile):
+        try:
+            f.close()
+        except OSError:
+            pass
+    sock.close()

@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,21 @@ def test_help_lists_eth3d_and_weights() -> None:
     assert r.exit_code == 0 and "eth3d" in r.stdout and "weights" in r.stdout
     r = runner.invoke(app, ["download", "eth3d", "--help"])
     assert r.exit_code == 0 and "vggtctl download eth3d --subset facades" in r.stdout
+
+
+@pytest.mark.parametrize("jobs", ["1", "4"])
+def test_offline_fails_in_seconds_with_one_short_error(offline_dns: list[str], tmp_path: Path, jobs: str) -> None:
+    # the real default server (www.eth3d.net), a machine without network; small sizes so the disk check passes
+    names = [f"facade_dslr_{k}.7z" for k in ("undistorted", "jpg", "depth", "scan_eval")]
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({n: {"bytes": 1000} for n in names}))
+    t0 = time.perf_counter()
+    r = runner.invoke(app, ["download", "eth3d", "--scenes", "facade", "--out", str(tmp_path / "o"),
+                            "--manifest", str(manifest), "--jobs", jobs])  # fmt: skip
+    assert time.perf_counter() - t0 < 5.0  # was 4 minutes: 9 attempts per archive with backoff
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "Error: cannot resolve the host name of www.eth3d.net: no network, no DNS, or a typo"
+    assert len(lines) == 2 and lines[1].startswith("Hint: check the network") and len(r.stderr) < 500
+    assert "HTTPS_PROXY" in lines[1] and "vggtctl download eth3d --synthetic" in lines[1]
+    assert set(offline_dns) == {"www.eth3d.net"} and len(offline_dns) <= int(jobs)  # no retries

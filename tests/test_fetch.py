@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.loopback_http import Fault, LoopbackServer
-from vggtctl.errors import DiskSpaceError, DownloadError
+from vggtctl.errors import DiskSpaceError, DownloadError, HostUnreachableError
 from vggtctl.services.fetch import Cancelled, RetryPolicy, fetch, head_size, part_path
 
 SIZE = 3_000_000
@@ -196,3 +198,75 @@ def test_disk_full_while_writing_is_reported(served: tuple[Path, bytes], tmp_pat
         with pytest.raises(DiskSpaceError, match="the disk is full while writing") as e:
             fetch(srv.url + "a.bin", tmp_path / "a.bin", expected_bytes=SIZE, policy=FAST)
     assert "resumes from the .part file" in (e.value.hint or "")
+
+
+# --- hosts that cannot be reached: fail at once, with one short line -------------------------------------
+# (fixtures offline_dns, closed_port, no_proxy_env: tests/netguard.py, registered in conftest.py)
+SLOW = RetryPolicy(
+    retries=8, backoff=1.0, timeout=(5.0, 10.0)
+)  # the defaults' patience: a retry costs seconds
+
+
+def test_unresolvable_host_fails_in_seconds(offline_dns: list[str], tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(HostUnreachableError) as e:
+        fetch("https://archive.invalid/facade_dslr_jpg.7z", tmp_path / "a.7z", policy=SLOW)
+    assert time.perf_counter() - t0 < 2.0  # 8 retries with backoff would take > 4 minutes
+    assert str(e.value) == "cannot resolve the host name of archive.invalid: no network, no DNS, or a typo"
+    assert "HTTPS_PROXY" in (e.value.hint or "") and len(e.value.hint or "") < 200
+    assert offline_dns == ["archive.invalid"]  # one lookup, no retries
+    assert not (tmp_path / "a.7z").exists()
+    with pytest.raises(HostUnreachableError, match="cannot resolve the host name of archive.invalid"):
+        head_size("https://archive.invalid/facade_dslr_jpg.7z")
+
+
+def test_refused_connection_fails_in_seconds(no_proxy_env: None, closed_port: int, tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    with pytest.raises(HostUnreachableError) as e:
+        fetch(f"http://127.0.0.1:{closed_port}/a.bin", tmp_path / "a.bin", policy=SLOW)
+    assert time.perf_counter() - t0 < 2.0
+    assert str(e.value) == (
+        f"127.0.0.1:{closed_port} refused the connection on port {closed_port}: nothing listens there, "
+        "or a firewall says no"
+    )
+    with pytest.raises(HostUnreachableError, match="refused the connection"):
+        head_size(f"http://127.0.0.1:{closed_port}/a.bin")
+
+
+def test_a_refusing_proxy_is_named(
+    offline_dns: list[str], closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port}")
+    with pytest.raises(HostUnreachableError) as e:
+        fetch("https://www.eth3d.net/data/facade_dslr_jpg.7z", tmp_path / "a.7z", policy=SLOW)
+    assert str(e.value).startswith(
+        f"the proxy 127.0.0.1:{closed_port} (for www.eth3d.net) refused the connection"
+    )
+    assert offline_dns == ["127.0.0.1"]  # the target's name is the proxy's business
+
+
+def test_reset_mid_transfer_is_still_retried_and_resumes(served: tuple[Path, bytes], tmp_path: Path) -> None:
+    root, data = served
+    with LoopbackServer(root) as srv:
+        srv.faults["a.bin"] = Fault(drop_after=1_234_567, reset=True)
+        res = fetch(srv.url + "a.bin", tmp_path / "a.bin", expected_bytes=SIZE, expected_sha256=_sha(data),
+                    policy=FAST)  # fmt: skip
+        gets = srv.requests_for("a.bin")
+    assert (tmp_path / "a.bin").read_bytes() == data and res.attempts == 2
+    assert [(g.range, g.status) for g in gets] == [(None, 200), ("bytes=1234567-", 206)]
+
+
+def test_refused_after_the_server_answered_is_an_outage_worth_retrying(
+    served: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Once the host has answered, a refused reconnect (a server restarting) is retried, not fatal."""
+    root, _ = served
+    with LoopbackServer(root) as srv:
+        stop_listening = lambda: srv._httpd.socket.shutdown(socket.SHUT_RDWR)  # noqa: E731 - new connects: refused
+        srv.faults["a.bin"] = Fault(drop_after=1_000_000, on_sent=stop_listening, on_sent_after=1)
+        with pytest.raises(DownloadError) as e:
+            fetch(srv.url + "a.bin", tmp_path / "a.bin", expected_bytes=SIZE,
+                  policy=RetryPolicy(retries=2, backoff=0.01, timeout=(5.0, 10.0)))  # fmt: skip
+    assert not isinstance(e.value, HostUnreachableError)
+    assert str(e.value).startswith("a.bin: giving up after 3 attempts (1000000 of 3000000 bytes)")
+    assert str(e.value).endswith("bytes): connection refused")  # a few words, not a kilobyte repr

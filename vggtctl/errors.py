@@ -45,6 +45,10 @@ class DownloadError(VggtctlError):
     """Network or verification failure while fetching data or weights (exit 1)."""
 
 
+class HostUnreachableError(DownloadError):
+    """The host's name does not resolve or it refuses connections: not transient, so never retried (exit 1)."""
+
+
 class DiskSpaceError(VggtctlError):
     """Not enough free disk space for the requested work (exit 1)."""
 

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vggtctl.errors import DiskSpaceError, DownloadError, UsageError, VggtctlError
+from vggtctl.errors import DiskSpaceError, DownloadError, HostUnreachableError, UsageError, VggtctlError
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES
 from vggtctl.utils.atomic import atomic_write_json
@@ -503,6 +503,8 @@ def _run(
             for a in pending:
                 try:
                     outcomes[a.name] = work(a)
+                except HostUnreachableError as e:
+                    raise _offline(e) from None  # every other archive lives on the same host
                 except VggtctlError as e:
                     failures.append((a, e))
         else:
@@ -515,6 +517,8 @@ def _run(
                         for fut in done:
                             try:
                                 outcomes[futures[fut].name] = fut.result()
+                            except HostUnreachableError as e:
+                                raise _offline(e) from None
                             except VggtctlError as e:
                                 failures.append((futures[fut], e))
                 except BaseException:
@@ -530,6 +534,15 @@ def _run(
             f"{len(failures)} of {len(pending)} archives failed: {listing}",
             "re-run the same command: finished archives are skipped and partial ones resume",
         )
+
+
+def _offline(e: HostUnreachableError) -> HostUnreachableError:
+    """The fetch error with the ways to work without the ETH3D server."""
+    return HostUnreachableError(
+        e.message,
+        f"{e.hint}: --base-url URL; without a network, `vggtctl download eth3d --synthetic` generates test "
+        "scenes, and archives copied into OUT/archives/ are used as they are",
+    )
 
 
 def _process_archive(

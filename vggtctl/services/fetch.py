@@ -3,8 +3,11 @@
 ``fetch`` streams into ``<dest>.part`` and renames it to ``dest`` only when the size (and sha256 when
 known) is right. An interrupted transfer resumes with ``Range: bytes=<n>-``; a 206 is accepted only
 when its ``Content-Range`` starts exactly at ``n`` (and the total matches), a 200 restarts the file
-cleanly, a 416 means "check what we have". Connection errors, timeouts and 5xx are retried with
-exponential backoff; a size mismatch is fatal. Ctrl-C leaves the ``.part`` file for the next run.
+cleanly, a 416 means "check what we have". Resets, timeouts and 5xx are retried with exponential
+backoff; a size mismatch is fatal. A host whose name does not resolve or that refuses the connection
+before it ever answered is not a flaky link but no network, a typo or a proxy problem: that fails at
+once with :class:`~vggtctl.errors.HostUnreachableError` (waiting minutes for it helps nobody). Ctrl-C
+leaves the ``.part`` file for the next run.
 """
 
 from __future__ import annotations
@@ -15,17 +18,19 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
-from vggtctl.errors import DiskSpaceError, DownloadError
+from vggtctl.errors import DiskSpaceError, DownloadError, HostUnreachableError
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +100,97 @@ def head_size(
     try:
         r = s.head(url, allow_redirects=True, timeout=timeout)
     except requests.RequestException as e:
-        raise DownloadError(f"HEAD {url} failed: {e}", "check the network or the --base-url mirror") from e
+        unreachable = host_unreachable(e, url, s)
+        if unreachable is not None:
+            raise unreachable from None
+        raise DownloadError(
+            f"HEAD {url} failed: {_reason(e)}", "check the network or the --base-url mirror"
+        ) from e
     if r.status_code >= 400:
         raise DownloadError(f"HEAD {url} answered HTTP {r.status_code}", _status_hint(r.status_code))
     cl = r.headers.get("Content-Length")
     return int(cl) if cl is not None and cl.isdigit() else None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: causes, contexts, urllib3's ``reason`` and exceptions passed as arguments
+    (requests: ConnectionError -> MaxRetryError -> NewConnectionError -> ConnectionRefusedError)."""
+    seen: set[int] = set()
+    stack: list[object] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        stack.extend([e.__cause__, e.__context__, getattr(e, "reason", None), *e.args])
+
+
+def unreachable_kind(exc: BaseException) -> str | None:
+    """``"dns"`` or ``"refused"`` when ``exc`` or anything it wraps is a name-resolution failure or a
+    refused connection; None for resets, timeouts and the rest."""
+    for e in _chain(exc):
+        if isinstance(e, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return "dns"
+        if isinstance(e, ConnectionRefusedError):
+            return "refused"
+    return None
+
+
+_REASONS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    ((socket.gaierror, urllib3.exceptions.NameResolutionError), "the host name does not resolve"),
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset by the server"),
+    ((TimeoutError, requests.Timeout, urllib3.exceptions.TimeoutError), "timed out"),
+)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in a few words: requests' reprs of nested urllib3 errors run to kilobytes."""
+    if isinstance(exc, _Retryable):
+        return str(exc)
+    chain = list(_chain(exc))
+    for kinds, text in _REASONS:
+        if any(isinstance(e, kinds) for e in chain):
+            return text
+    return _short(exc)
+
+
+def host_unreachable(
+    exc: BaseException, url: str, session: requests.Session | None = None
+) -> HostUnreachableError | None:
+    """The short error for a DNS or connection-refused failure of ``url`` (through its proxy, when one is set),
+    None when ``exc`` is another kind of failure."""
+    kind = unreachable_kind(exc)
+    if kind is None:
+        return None
+    parts = urlsplit(url)
+    proxies = dict(requests.utils.get_environ_proxies(url))
+    if session is not None:
+        proxies.update(session.proxies or {})
+    proxy = requests.utils.select_proxy(url, proxies)
+    if proxy:
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        where = f"the proxy {p.hostname}:{p.port or 80} (for {parts.hostname})"
+    else:
+        where = f"{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        p = parts
+    if kind == "dns":
+        what = f"cannot resolve the host name of {where}: no network, no DNS, or a typo"
+    else:
+        port = p.port or (443 if p.scheme == "https" else 80)
+        what = f"{where} refused the connection on port {port}: nothing listens there, or a firewall says no"
+    return HostUnreachableError(
+        what,
+        "check the network (`ping`, `curl -I` the URL); behind a proxy set HTTPS_PROXY / HTTP_PROXY "
+        "(NO_PROXY for local mirrors); or use a reachable mirror",
+    )
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    """One line of an exception's text: requests' reprs of nested urllib3 errors run to kilobytes."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _status_hint(status: int) -> str:
@@ -183,6 +274,7 @@ def fetch(
         _hash_prefix(part, hasher, have)
     resumed_from = have
     attempts = restarts = failures = 0
+    answered = False  # the server answered once: later DNS/refused failures are an outage worth waiting for
     total = expected_bytes
 
     def restart() -> None:
@@ -207,6 +299,7 @@ def fetch(
         progressed = False
         try:
             with s.get(url, headers=headers, stream=True, timeout=policy.timeout, allow_redirects=True) as r:
+                answered = True
                 status = r.status_code
                 if status == 416:
                     m = _UNSATISFIED_RANGE.match(r.headers.get("Content-Range", ""))
@@ -275,16 +368,19 @@ def fetch(
             ConnectionError,
             TimeoutError,
         ) as e:
+            unreachable = None if answered else host_unreachable(e, url, s)
+            if unreachable is not None:
+                raise unreachable from None
             failures = 1 if progressed else failures + 1
             if isinstance(e, _Retryable) and "more bytes" in str(e):
                 restart()
             if failures > policy.retries:
                 raise DownloadError(
-                    f"{dest.name}: giving up after {attempts} attempts ({have} of {total or '?'} bytes): {e}",
+                    f"{dest.name}: giving up after {attempts} attempts ({have} of {total or '?'} bytes): {_reason(e)}",
                     "re-run the same command: the download resumes from the .part file",
                 ) from None
             delay = policy.delay(failures)
-            log.info("%s: %s; retry %d/%d in %.1fs", dest.name, e, failures, policy.retries, delay)
+            log.info("%s: %s; retry %d/%d in %.1fs", dest.name, _reason(e), failures, policy.retries, delay)
             if cancel is not None:
                 if cancel.wait(delay):
                     raise Cancelled(f"cancelled {dest.name}") from None
