@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 FORMATS_TRIED = (
     "tqdm progress bars (HF Trainer, DeepSpeed, accelerate): '12/28710 [10:23<440:12:00, 55.01s/it]'",
-    "HF Trainer metric dicts: \"{'loss': 0.91, 'learning_rate': 2e-05, 'epoch': 0.01}\"",
+    "HF Trainer metric dicts: \"{'loss': 0.91, 'learning_rate': 2e-05, 'epoch': 0.01}\" "
+    "(transformers 5.x quotes the values: \"{'loss': '0.91', ...}\")",
     "step lines: DeepSpeed 'step=10, skipped=0, lr=[2e-05]', 'Step: 150 | Speed: 18.5s/it', "
     "vggtctl 'step 150/28710 loss=0.91'",
     "torchrun '[rank0]:' prefixes on any of the above",
@@ -84,7 +85,9 @@ _TQDM = re.compile(
     rb"(\d+)/(\d+) ?\[(?:(\d+):)?(\d+):(\d\d)<(?:\d+(?::\d\d)+|\?),\s*(?:(\d+(?:\.\d*)?)([kM]?)(s/it|it/s)|\?(?:s/it|it/s))(?=[,\]])"
 )
 _NUMBER = rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?nan|[-+]?inf(?:inity)?"
-_DICT_PAIR = re.compile(rb"'([\w/.-]+)': (" + _NUMBER + rb")", re.IGNORECASE)
+# transformers 4.x prints the log dict's floats as floats ('loss': 1.8183), 5.x as '%.4g' strings
+# ('loss': '1.818'); a value counts only when it ends where the pair ends, so 'run': '12abc' is no number.
+_DICT_PAIR = re.compile(rb"'([\w/.-]+)': '?(" + _NUMBER + rb")'?(?=\s*[,}])", re.IGNORECASE)
 _STEP = re.compile(rb"(?:\bglobal_step|\b[Ss]tep)\b\s*[:=]?\s*(\d+)(?:\s*/\s*(\d+))?")
 _KEY_VALUE = re.compile(rb"([A-Za-z_][\w]*)\s*[=:]\s*\[?\s*(" + _NUMBER + rb")\s*(s/it|it/s)?", re.IGNORECASE)
 _BATCH = re.compile(rb"\btrain_batch_size\b\W{1,80}?(\d+)")
