@@ -195,3 +195,14 @@ def test_offline_fails_in_seconds_with_one_short_error(offline_dns: list[str], t
     assert len(lines) == 2 and lines[1].startswith("Hint: check the network") and len(r.stderr) < 500
     assert "HTTPS_PROXY" in lines[1] and "vggtctl download eth3d --synthetic" in lines[1]
     assert set(offline_dns) == {"www.eth3d.net"} and len(offline_dns) <= int(jobs)  # no retries
+
+
+def test_offline_dry_run_that_needs_sizes_fails_the_same_way(offline_dns: list[str], tmp_path: Path) -> None:
+    manifest = tmp_path / "m.json"  # one size known: the other archive's size needs a HEAD request
+    manifest.write_text(json.dumps({"facade_dslr_jpg.7z": {"bytes": 1000}}))
+    r = runner.invoke(app, ["download", "eth3d", "--scenes", "facade", "--kinds", "jpg,depth", "--out",
+                            str(tmp_path / "o"), "--manifest", str(manifest), "--dry-run"])  # fmt: skip
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == "Error: cannot resolve the host name of www.eth3d.net: no network, no DNS, or a typo"
+    assert len(lines) == 2 and "--synthetic" in lines[1] and offline_dns == ["www.eth3d.net"]

@@ -402,8 +402,11 @@ def plan_download(
             a.size_source = "head"
 
         with ThreadPoolExecutor(max_workers=min(8, len(unknown))) as pool:
-            for fut in [pool.submit(_head, a) for a in unknown]:
-                fut.result()
+            try:
+                for fut in [pool.submit(_head, a) for a in unknown]:
+                    fut.result()
+            except HostUnreachableError as e:
+                raise _offline(e) from None
     return DownloadPlan(out=out, archives=archives, disk_free=_free_bytes(out, disk_usage))
 
 
