@@ -12,7 +12,9 @@ import pytest
 from tests.helpers_hub import FakeHub
 from vggtctl.errors import DownloadError, UsageError
 from vggtctl.paths import hf_hub_cache
-from vggtctl.services.hub import download_weights, fetch_weights, file_sha256
+from vggtctl.services.hashing import file_sha256
+from vggtctl.services.hub import fetch_weights
+from vggtctl.services.weights import download_weights
 
 ST = b"safetensors-bytes-" * 1000
 PT = b"torch-pickle-bytes" * 500
@@ -132,7 +134,7 @@ def test_missing_repo_and_missing_files(hub: FakeHub) -> None:
         fetch_weights("not a repo")
 
 
-@pytest.mark.slow  # huggingface_hub retries a refused connection with backoff (~25 s) before giving up
+# A refused connection fails at once (huggingface_hub alone retried it with backoff for ~25 s).
 def test_unreachable_endpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import socket
 

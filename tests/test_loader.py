@@ -105,7 +105,7 @@ def test_truncated_safetensors(tmp_path: Path, tiny_checkpoint: Path) -> None:
 
 
 def test_converted_read_equals_memory_map_then_convert(tiny_checkpoint: Path) -> None:
-    from vggtctl.services.model_loader import read_safetensors_converted
+    from vggtctl.services.checkpoint_io import read_safetensors_converted
 
     def dtype_for(key: str) -> torch.dtype:
         return torch.bfloat16 if key.endswith("qkv.weight") else torch.float32
@@ -142,7 +142,7 @@ def test_converted_read_rejects_inconsistent_entries(tmp_path: Path) -> None:
     import json
     import struct
 
-    from vggtctl.services.model_loader import read_safetensors_converted
+    from vggtctl.services.checkpoint_io import read_safetensors_converted
 
     def write(path: Path, entry: dict, payload: bytes) -> Path:
         header = json.dumps({"w": entry}).encode()

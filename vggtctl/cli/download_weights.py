@@ -48,7 +48,7 @@ def weights_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
 ) -> None:
     """Download VGGT weights and print the local path and sha256 that --model takes."""
-    from vggtctl.services.hub import download_weights
+    from vggtctl.services.weights import download_weights
 
     output = Output(json_mode=json_out)
     try:

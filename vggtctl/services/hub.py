@@ -4,22 +4,37 @@ verify, and map the Hub's failures to errors that say what to do next.
 Settings are read from the environment on every call (not at import, as huggingface_hub's constants
 are), so ``HF_HOME``/``HF_HUB_CACHE``, ``HF_ENDPOINT``, ``HF_TOKEN`` and ``HF_HUB_OFFLINE`` set after
 import still apply.
+
+This module is a leaf of the loader: it resolves repo ids to local files and knows nothing of
+checkpoints or models (``model_loader`` composes it with ``checkpoint_io``).
+
+Offline: with ``HF_HUB_OFFLINE`` set only the cache is read. Without it, one TCP connection to the
+endpoint (or to the proxy that serves it) is tried first: a name that does not resolve or a refused
+connection is not transient, so instead of huggingface_hub's five retries (~24 s) the cache is
+read and, when the file is not there, the error names the host at once. Timeouts and resets are
+left to huggingface_hub's retries. huggingface_hub's retry warnings are not passed on: each would
+print twice (its own handler and the root logger) in front of the one error that matters.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import errno
+import logging
 import os
 import re
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vggtctl.errors import DownloadError, UsageError
-from vggtctl.paths import hf_hub_cache, vggtctl_home
+from vggtctl.paths import hf_hub_cache
 from vggtctl.progress import NULL_PROGRESS, Progress, Task
-from vggtctl.utils.atomic import atomic_write_json
+from vggtctl.services.hashing import file_sha256
 
 DEFAULT_REPO = "facebook/VGGT-1B"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -29,7 +44,7 @@ WEIGHT_FILENAMES: tuple[str, ...] = ("model.safetensors", "model.pt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_HASH_CHUNK = 16 * 1024 * 1024
+_PROBE_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -165,49 +180,73 @@ def _tqdm_bridge(progress: Progress) -> type:
     return _Bridge
 
 
-# ---------------------------------------------------------------- hashing
+# ---------------------------------------------------------------- reachability and library logs
 
 
-def _hash_cache_path() -> Path:
-    return vggtctl_home() / "sha256-cache.json"
+def _probe_target(endpoint: str) -> tuple[str, int, str]:
+    """(host, port, via) of the first TCP hop to ``endpoint``: the proxy that serves it, or itself."""
+    url = urllib.parse.urlsplit(endpoint)
+    host = url.hostname or ""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return p.hostname or "", p.port or 80, f" (through the proxy {p.hostname}:{p.port or 80})"
+    return host, url.port or (443 if url.scheme == "https" else 80), ""
 
 
-def file_sha256(path: str | os.PathLike[str], progress: Progress = NULL_PROGRESS) -> str:
-    """SHA-256 of a file, remembered per (real path, size, mtime) so a 5 GB checkpoint is hashed once.
+def unreachable_reason(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be reached, when that is certain without waiting; else ``None``.
 
-    Args:
-        path: The file.
-        progress: Receives a byte-count task while hashing.
-
-    Returns:
-        The hex digest.
+    A name that does not resolve, a refused connection and an unreachable network are answered in
+    milliseconds and will not heal within a retry loop. A timeout is not certain: ``None``.
     """
-    real = Path(path).resolve()
-    st = real.stat()
-    key = str(real)
-    cache_file = _hash_cache_path()
-    cache: dict[str, Any] = {}
+    host, port, via = _probe_target(endpoint)
     try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
-        return str(hit["sha256"])
-    h = hashlib.sha256()
-    task = progress.task(f"sha256 {real.name}", total=st.st_size, unit="B")
-    with open(real, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            h.update(chunk)
-            task.advance(len(chunk))
-    task.close()
-    digest = h.hexdigest()
-    cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
+        addrs = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        return f"the host name {host} does not resolve: {e.strerror or e}{via}"
+    failure: OSError | None = None
+    for family, kind, proto, _, addr in addrs[:2]:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(_PROBE_TIMEOUT_S)
+                sock.connect(addr)
+            return None
+        except OSError as e:
+            if not (
+                isinstance(e, ConnectionRefusedError) or e.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)
+            ):
+                return None  # a timeout or a reset may be transient: huggingface_hub retries those
+            failure = e
+    if failure is None:
+        return None
+    why = (
+        "connection refused" if isinstance(failure, ConnectionRefusedError) else str(failure.strerror).lower()
+    )
+    return f"{why} by {host}:{port}{via}" if isinstance(failure, ConnectionRefusedError) else f"{why}{via}"
+
+
+@contextlib.contextmanager
+def _hub_call(cache_only: bool) -> Iterator[None]:
+    """Around each huggingface_hub call: hold back its warnings (retry chatter), and when only the
+    cache may be read, put it in offline mode for the call.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import; its offline switch also stops the
+    requests it makes besides the download (e.g. fetching its agent registry from the endpoint),
+    which ``local_files_only`` alone does not.
+    """
+    from huggingface_hub import constants
+
+    lib = logging.getLogger("huggingface_hub")
+    level, offline = lib.level, constants.HF_HUB_OFFLINE
+    lib.setLevel(logging.ERROR)
+    constants.HF_HUB_OFFLINE = offline or cache_only
     try:
-        atomic_write_json(cache_file, cache)
-    except OSError:
-        pass  # a read-only home only costs re-hashing next time
-    return digest
+        yield
+    finally:
+        lib.setLevel(level)
+        constants.HF_HUB_OFFLINE = offline
 
 
 # ---------------------------------------------------------------- error mapping
@@ -219,9 +258,17 @@ def _download_cmd(repo: str, revision: str | None) -> str:
 
 
 def _map_hub_error(
-    e: BaseException, repo: str, revision: str | None, filename: str, s: HubSettings
+    e: BaseException,
+    repo: str,
+    revision: str | None,
+    filename: str,
+    s: HubSettings,
+    unreachable: str | None = None,
 ) -> Exception:
-    """Translate huggingface_hub's exceptions into vggtctl errors with a next step."""
+    """Translate huggingface_hub's exceptions into vggtctl errors with a next step.
+
+    ``unreachable`` is why the endpoint could not be reached (the cache was read instead).
+    """
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -254,6 +301,13 @@ def _map_hub_error(
             "pass a repo that holds a VGGT checkpoint, or a local file with --model PATH",
         )
     if isinstance(e, LocalEntryNotFoundError):
+        if unreachable is not None:
+            return DownloadError(
+                f"cannot reach {s.endpoint} ({unreachable}) and {repo}@{rev} is not in the cache {s.cache_dir}",
+                "check the network, the proxy (HTTPS_PROXY/NO_PROXY) and HF_ENDPOINT; on a machine without "
+                f"network, run `{_download_cmd(repo, revision)}` elsewhere with the same HF_HOME, "
+                "then set HF_HUB_OFFLINE=1",
+            )
         if s.offline:
             return DownloadError(
                 f"HF_HUB_OFFLINE is set and {repo}@{rev} is not in the cache {s.cache_dir}: missing "
@@ -354,6 +408,7 @@ def fetch_weights(
             f"{repo!r} is not a Hub repo id", f"a repo id looks like owner/name, e.g. {DEFAULT_REPO}"
         )
     s = hub_settings()
+    unreachable = None if s.offline else unreachable_reason(s.endpoint)
     ldir = Path(local_dir).expanduser().resolve() if local_dir is not None else None
     common: dict[str, Any] = {
         "revision": revision,
@@ -361,17 +416,20 @@ def fetch_weights(
         "local_dir": str(ldir) if ldir else None,
         "token": s.token,
         "endpoint": s.endpoint,
-        "local_files_only": s.offline,
+        # An endpoint that cannot be reached leaves the cache: read it as HF_HUB_OFFLINE would.
+        "local_files_only": s.offline or unreachable is not None,
     }
+    cache_only = bool(common["local_files_only"])
     last: BaseException | None = None
     for i, filename in enumerate(WEIGHT_FILENAMES):
         try:
-            info = hf_hub_download(repo, filename, dry_run=True, **common)
+            with _hub_call(cache_only):
+                info = hf_hub_download(repo, filename, dry_run=True, **common)
         except Exception as e:  # noqa: BLE001 - mapped below with the repo and file named
-            if _is_missing(e, s.offline):
+            if _is_missing(e, cache_only):
                 last = e
                 continue
-            raise _map_hub_error(e, repo, revision, filename, s) from None
+            raise _map_hub_error(e, repo, revision, filename, s, unreachable) from None
         result = WeightsFile(
             repo=repo,
             revision=revision,
@@ -387,9 +445,10 @@ def fetch_weights(
                 result.sha256 = file_sha256(result.path, progress) if verify else None
             return result
         try:
-            local = Path(hf_hub_download(repo, filename, tqdm_class=_tqdm_bridge(progress), **common))
+            with _hub_call(cache_only):
+                local = Path(hf_hub_download(repo, filename, tqdm_class=_tqdm_bridge(progress), **common))
         except Exception as e:  # noqa: BLE001
-            raise _map_hub_error(e, repo, revision, filename, s) from None
+            raise _map_hub_error(e, repo, revision, filename, s, unreachable) from None
         result.downloaded = not result.cached
         result.path = local
         result.commit = result.commit or _commit_from_path(local, ldir, filename)
@@ -404,64 +463,4 @@ def fetch_weights(
                 )
         return result
     assert last is not None
-    raise _map_hub_error(last, repo, revision, WEIGHT_FILENAMES[0], s) from None
-
-
-def download_weights(
-    repo: str = DEFAULT_REPO,
-    revision: str | None = None,
-    *,
-    local_dir: str | os.PathLike[str] | None = None,
-    preset: str | None = None,
-    dry_run: bool = False,
-    progress: Progress = NULL_PROGRESS,
-) -> WeightsFile:
-    """``vggtctl download weights``: fetch Hub weights, or write the seeded tiny checkpoint locally.
-
-    Args:
-        repo: Hub repo id (ignored with ``preset="tiny"``).
-        revision: Hub revision to pin.
-        local_dir: Put the file here instead of the HF cache (tiny: instead of the vggtctl cache).
-        preset: ``"tiny"`` generates the seeded tiny checkpoint (no network); ``None`` uses the Hub.
-        dry_run: Report what would be fetched/written and whether it is already there.
-        progress: Receives byte-count tasks.
-
-    Returns:
-        The :class:`WeightsFile` with its local path and sha256 (what ``--model`` takes).
-    """
-    if preset is None:
-        return fetch_weights(repo, revision, local_dir=local_dir, dry_run=dry_run, progress=progress)
-    if preset != "tiny":
-        raise UsageError(
-            f"--preset {preset!r}: only the tiny checkpoint can be generated locally",
-            f"use --preset tiny, or --repo {DEFAULT_REPO} for the real weights",
-        )
-    if revision:
-        raise UsageError("--revision applies to Hub downloads, not to --preset tiny", "drop --revision")
-    from vggtctl.services.model_loader import tiny_checkpoint_path, write_tiny_weights
-
-    target = (
-        Path(local_dir).expanduser() / "model.safetensors"
-        if local_dir
-        else tiny_checkpoint_path(create=False)
-    )
-    exists = target.is_file()
-    result = WeightsFile(
-        repo=None,
-        revision=None,
-        commit=None,
-        filename=target.name,
-        path=target.resolve(),
-        size=target.stat().st_size if exists else None,
-        cached=exists,
-        source="generated",
-    )
-    if dry_run:
-        result.sha256 = file_sha256(target, progress) if exists else None
-        return result
-    # Always regenerate: it is cheap and deterministic, and repairs a damaged copy.
-    write_tiny_weights(target)
-    result.downloaded = True
-    result.size = target.stat().st_size
-    result.sha256 = file_sha256(target, progress)
-    return result
+    raise _map_hub_error(last, repo, revision, WEIGHT_FILENAMES[0], s, unreachable) from None

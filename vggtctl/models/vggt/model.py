@@ -9,6 +9,7 @@ runs outside that block, as in the reference.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from .config import VGGTConfig
 from .dpt_head import DPTHead
 from .inputs import normalize_layers, validate_images
 
+if TYPE_CHECKING:  # pragma: no cover - the loader's record type; the model does not depend on it
+    from vggtctl.services.provenance import Provenance
+
 BLOCK_KINDS = ("frame", "global")
 LORA_SUBLAYERS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
@@ -33,6 +37,10 @@ class VGGT(nn.Module):
         config: Structure and head switches (default: ``vggt-1b``). Disabled heads are ``None``
             and have no state-dict keys.
     """
+
+    #: Where the weights came from: set by ``load_model``, a plain attribute (not in the state dict).
+    #: Wrappers (DDP, torch.compile, PEFT) hide it; read it with ``provenance_of(model)``.
+    provenance: Provenance | None = None
 
     def __init__(self, config: VGGTConfig | None = None) -> None:
         super().__init__()

@@ -71,18 +71,22 @@ def tiny_state_dict() -> dict[str, np.ndarray]:
 
 
 def write_tiny_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """Write the tiny weights as safetensors (atomically).
+    """Write the seeded tiny weights as safetensors, atomically (no network: they are generated).
 
     Args:
-        path: Destination file.
+        path: Destination ``.safetensors`` file, or a folder (existing, or a name without suffix)
+            to hold ``model.safetensors``.
 
     Returns:
-        The path written.
+        The file written.
     """
     from safetensors.numpy import save
 
-    out = Path(path)
-    atomic_write_bytes(out, save(tiny_state_dict(), metadata={"format": "pt"}))  # one key: multi-key metadata is written in varying order
+    out = Path(path).expanduser()
+    if out.is_dir() or out.suffix == "":
+        out = out / "model.safetensors"
+    # One metadata key: safetensors writes several in varying order, and the bytes must not vary.
+    atomic_write_bytes(out, save(tiny_state_dict(), metadata={"format": "pt"}))
     return out
 
 
