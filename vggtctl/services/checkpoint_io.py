@@ -212,11 +212,16 @@ def _not_a_torch_file(path: Path, kind: str) -> CheckpointError:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-    what = {
-        "zip-other": "a zip archive without the data.pkl of a torch.save checkpoint",
-        "zip-damaged": "a damaged zip archive (torch.save writes zip archives; this one is truncated or corrupt)",
-    }.get(
-        kind, f"neither a torch.save zip archive nor a legacy torch file (it starts with bytes {head.hex()})"
+    if kind == "zip-damaged":
+        return CheckpointError(
+            f"{path} is truncated or corrupt: {size} bytes of a zip archive (the torch.save format) "
+            "whose directory cannot be read",
+            redownload_hint(path),
+        )
+    what = (
+        "a zip archive without the data.pkl of a torch.save checkpoint"
+        if kind == "zip-other"
+        else f"neither a torch.save zip archive nor a legacy torch file (its first bytes are {head.hex()})"
     )
     return CheckpointError(
         f"{path} is not a torch checkpoint: {size} bytes, {what}",
