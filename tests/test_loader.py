@@ -260,3 +260,24 @@ def test_package_level_load_model_is_the_loader() -> None:
     from vggtctl.services import model_loader
 
     assert vggtctl.load_model is model_loader.load_model
+
+
+def test_loader_layers_import_downward_only() -> None:
+    """The hub is a leaf and checkpoint I/O knows no source kinds: no module imports the loader back."""
+    import ast
+
+    import vggtctl
+
+    services = Path(vggtctl.__file__).parent / "services"
+
+    def imported(module: str) -> set[str]:
+        tree = ast.parse((services / f"{module}.py").read_text())
+        return {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
+
+    loader_parts = {f"vggtctl.services.{m}" for m in ("model_loader", "weights", "checkpoint_io", "hub")}
+    assert not imported("hub") & (loader_parts - {"vggtctl.services.hub"})
+    assert not any(m.startswith("vggtctl.models") for m in imported("hub"))
+    assert not imported("checkpoint_io") & loader_parts
+    assert "vggtctl.services.model_loader" not in imported("weights") | imported("hashing") | imported("provenance")

@@ -60,7 +60,7 @@ def redownload_hint(path: Path) -> str:
     """What to do about a damaged file: depends on whether it lives in the HF cache."""
     if "models--" in str(path) or ".cache" in str(path):
         return "delete the file and re-run `vggtctl download weights` (downloads resume)"
-    return "re-download or re-export the checkpoint; `vggtctl download weights` fetches facebook/VGGT-1B"
+    return "re-download or re-export the checkpoint (`vggtctl download weights` fetches the default VGGT-1B weights)"
 
 
 def _sentence(text: str, limit: int = 200) -> str:

@@ -11,7 +11,7 @@ quantized artifact its method and config hash) so ``meta.json`` keeps one shape.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # Attribute names under which wrappers keep the model they wrap, in the order they are tried:
@@ -68,7 +68,6 @@ class Provenance:
     base: Provenance | None = None
     adapter: AdapterInfo | None = None
     quantization: QuantizationInfo | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
