@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,18 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers_hub import FakeHub
-from vggtctl.errors import DownloadError
+from tests.netguard import PROXY_VARS
+from vggtctl.errors import HostUnreachableError
 from vggtctl.services.hub import fetch_weights
 
 SCRIPT = Path(__file__).parent / "scripts" / "cli_counting_connects.py"
 ROOT = Path(__file__).resolve().parents[1]
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:  # bound, never listening, closed: connections to it are refused
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_cli(tmp_path: Path, args: list[str], **env: str) -> tuple[subprocess.CompletedProcess[str], list]:
@@ -52,8 +45,8 @@ def _assert_one_error(stderr: str) -> list[str]:
     return lines
 
 
-def test_refused_endpoint_one_attempt_one_error(tmp_path: Path) -> None:
-    port = _free_port()
+def test_refused_endpoint_one_attempt_one_error(tmp_path: Path, closed_port: int) -> None:
+    port = closed_port
     proc, connects = _run_cli(
         tmp_path, ["download", "weights", "--dry-run"], HF_ENDPOINT=f"http://127.0.0.1:{port}"
     )
@@ -65,12 +58,12 @@ def test_refused_endpoint_one_attempt_one_error(tmp_path: Path) -> None:
     assert connects.count(["127.0.0.1", port]) == 1, connects  # huggingface_hub alone tried 6 times
 
 
-def test_hf_hub_offline_never_connects(tmp_path: Path) -> None:
+def test_hf_hub_offline_never_connects(tmp_path: Path, closed_port: int) -> None:
     proc, connects = _run_cli(
         tmp_path,
         ["download", "weights", "--dry-run"],
         HF_HUB_OFFLINE="1",
-        HF_ENDPOINT=f"http://127.0.0.1:{_free_port()}",
+        HF_ENDPOINT=f"http://127.0.0.1:{closed_port}",
     )
     assert proc.returncode == 1, proc.stderr
     error, _ = _assert_one_error(proc.stderr)
@@ -78,15 +71,22 @@ def test_hf_hub_offline_never_connects(tmp_path: Path) -> None:
     assert connects == []
 
 
-def test_unresolvable_host_one_error(tmp_path: Path) -> None:
-    # .invalid never resolves (RFC 2606); the name lookup fails without a TCP connection.
-    proc, connects = _run_cli(
-        tmp_path, ["download", "weights", "--dry-run"], HF_ENDPOINT="https://hub.vggtctl.invalid"
+def test_unresolvable_host_one_lookup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, offline_dns: list[str]
+) -> None:
+    """A machine without DNS: one name lookup (nothing leaves the machine), then the error naming the host."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.vggtctl.invalid")
+    with pytest.raises(HostUnreachableError) as e:
+        fetch_weights("facebook/VGGT-1B", dry_run=True)
+    assert e.value.message.startswith(
+        "cannot reach https://hub.vggtctl.invalid (the host name hub.vggtctl.invalid does not resolve: "
     )
-    assert proc.returncode == 1, proc.stderr
-    error, _ = _assert_one_error(proc.stderr)
-    assert "the host name hub.vggtctl.invalid does not resolve" in error, error
-    assert [c for c in connects if c[1] == 443] == []
+    assert "facebook/VGGT-1B@main is not in the cache" in e.value.message and "HF_ENDPOINT" in (
+        e.value.hint or ""
+    )
+    assert offline_dns == ["hub.vggtctl.invalid"]  # huggingface_hub asked nothing: its calls were cache-only
 
 
 def test_unreachable_hub_serves_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -105,6 +105,6 @@ def test_unreachable_hub_serves_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_p
     again = fetch_weights("org/vggt")
     assert again.path == first.path and not again.downloaded and again.commit == commit
     with pytest.raises(
-        DownloadError, match=r"cannot reach .*connection refused.* org/other@main is not in the cache"
+        HostUnreachableError, match=r"cannot reach .*connection refused.* org/other@main is not in the cache"
     ):
         fetch_weights("org/other")

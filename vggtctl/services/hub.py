@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vggtctl.errors import DownloadError, UsageError
+from vggtctl.errors import DownloadError, HostUnreachableError, UsageError
 from vggtctl.paths import hf_hub_cache
 from vggtctl.progress import NULL_PROGRESS, Progress, Task
 from vggtctl.services.hashing import file_sha256
@@ -302,7 +302,7 @@ def _map_hub_error(
         )
     if isinstance(e, LocalEntryNotFoundError):
         if unreachable is not None:
-            return DownloadError(
+            return HostUnreachableError(
                 f"cannot reach {s.endpoint} ({unreachable}) and {repo}@{rev} is not in the cache {s.cache_dir}",
                 "check the network, the proxy (HTTPS_PROXY/NO_PROXY) and HF_ENDPOINT; on a machine without "
                 f"network, run `{_download_cmd(repo, revision)}` elsewhere with the same HF_HOME, "
