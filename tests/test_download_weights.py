@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.helpers_cli import run_cli
 from tests.helpers_hub import FakeHub
 from vggtctl.cli.app import app
 from vggtctl.paths import hf_hub_cache, vggtctl_home
@@ -91,7 +92,12 @@ def test_hub_errors_are_mapped(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_usage_errors_exit_2() -> None:
-    r = _invoke("--preset", "huge")
+    r = run_cli("download", "weights", "--preset", "huge")
+    assert r.exit_code == 2 and r.stderr.splitlines() == [
+        "Error: Invalid value for '--preset': unknown preset 'huge' (known: tiny, vggt-1b)",
+        "Hint: see `vggtctl download weights --help` for the options and their values",
+    ]
+    r = _invoke("--preset", "vggt-1b")
     assert r.exit_code == 2 and "only the tiny checkpoint" in r.stderr
     r = _invoke("--repo", "no slash here")
     assert r.exit_code == 2 and "is not a Hub repo id" in r.stderr

@@ -39,11 +39,52 @@ def test_help_lists_options_and_examples() -> None:
 def test_usage_errors_exit_2_with_all_problems(tmp_path: Path) -> None:
     res = invoke("--data", str(tmp_path), "--model", "tiny", "--predictions", str(tmp_path), "--frames", "1")
     assert res.exit_code == 2
-    assert "Error: invalid evaluate options" in res.output
-    assert "both --model and --predictions" in res.output and "--frames 1" in res.output
+    assert "Error: invalid evaluate settings" in res.output
+    assert "--model and --predictions: give one, not both" in res.output and "--frames 1" in res.output
     assert "Hint:" in res.output
     bad = invoke("--data", str(tmp_path), "--depth-align", "median,mean")
-    assert bad.exit_code == 2 and "--depth-align 'mean'" in bad.output
+    assert bad.exit_code == 2 and "--depth-align mean (use " in bad.output
+
+
+def test_all_bad_values_in_one_error_with_flag_names(tmp_path: Path) -> None:
+    # Both problems in one line (the CLI used to stop at the first, in its own format).
+    res = invoke("--data", str(tmp_path), "--voxel-size", "-1", "--pc-max-points", "-5", "--icp-threshold", "nan")
+    assert res.exit_code == 2 and res.stdout == ""
+    first, hint = res.stderr.strip().splitlines()
+    assert first == (
+        "Error: invalid evaluate settings: --voxel-size -1 (must be >= 0); --icp-threshold nan (must be > 0); "
+        "--pc-max-points -5 (at least 1000, or all points)"
+    )
+    assert hint.startswith("Hint: see `vggtctl evaluate --help`")
+
+
+def test_config_errors_name_fields_for_python_users() -> None:
+    from vggtctl.errors import ConfigError
+    from vggtctl.services.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError) as e:
+        EvalConfig(voxel_size=-1, pc_max_points=-5, device="gpu").validate()
+    assert str(e.value) == (
+        "invalid evaluate settings: voxel_size=-1 (must be >= 0); pc_max_points=-5 (at least 1000, or all points); "
+        "device='gpu' (not a device (use auto, cpu, cuda, cuda:N))"
+    )
+    assert "--" not in str(e.value)
+
+
+def test_out_is_checked_before_any_work(tmp_path: Path) -> None:
+    # No data folder at all: the path problems come first, before scenes are looked for.
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    res = invoke("--data", str(tmp_path / "nope"), "--model", "tiny", "--out", str(tmp_path))
+    assert res.exit_code == 2 and f"--out {tmp_path} (a folder; give a file name)" in res.stderr
+    res = invoke("--data", str(tmp_path / "nope"), "--model", "tiny", "--out", str(report))
+    assert res.exit_code == 2
+    assert f"--out {report} (exists already; set --overwrite to replace it)" in res.stderr
+    assert report.read_text() == "{}"
+    res = invoke("--data", str(tmp_path / "nope"), "--model", "tiny", "--out", str(report), "--overwrite")
+    assert res.exit_code == 1 and "does not exist" in res.stderr  # past the checks: the missing data
+    res = invoke("--data", str(tmp_path / "nope"), "--save-vis", str(report))
+    assert res.exit_code == 2 and f"--save-vis {report} (an existing file, not a folder)" in res.stderr
 
 
 def test_missing_data_folder_is_a_clear_runtime_error(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,5 +113,26 @@ def test_seeded_byte_identical_and_archives(tmp_path: Path) -> None:
 def test_rejects_degenerate_sizes(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="at least 16x16"):
         generate_scenes(tmp_path, scenes=1, views=1, width=8, height=8)
-    with pytest.raises(UsageError, match="scenes >= 1"):
-        generate_scenes(tmp_path, scenes=0)
+    with pytest.raises(UsageError) as e:
+        generate_scenes(tmp_path / "new", scenes=0, views=0, seed=-5)
+    assert str(e.value) == (
+        "invalid synthetic scene settings: scenes=0 (at least 1 scene); views=0 (at least 1 view per scene); "
+        "seed=-5 (a seed is a non-negative integer)"
+    )
+    assert not (tmp_path / "new").exists()  # refused before the folder is created
+
+
+def test_archives_and_manifest_are_byte_identical_across_runs(tmp_path: Path) -> None:
+    # The 7z members used to carry the files' ctime/mtime/atime, so every run hashed differently.
+    a = tmp_path / "a"
+    b = tmp_path / "b"
+    generate_scenes(a, scenes=1, views=2, seed=3, width=48, height=32, archives=True)
+    time.sleep(1.1)  # 7z timestamps have 100 ns resolution; a second apart is different for sure
+    generate_scenes(b, scenes=1, views=2, seed=3, width=48, height=32, archives=True)
+    names = sorted(p.name for p in (a / "archives").iterdir())
+    assert len(names) == 6 and "manifest.json" in names
+    for name in names:
+        assert (a / "archives" / name).read_bytes() == (b / "archives" / name).read_bytes(), name
+    with py7zr.SevenZipFile(a / "archives" / "synth_000_dslr_jpg.7z") as z:
+        times = {i.creationtime.isoformat() for i in z.list()}
+    assert times == {"2020-01-01T00:00:00+00:00"}

@@ -6,17 +6,33 @@ No torch import at module level anywhere under ``vggtctl/cli``: ``vggtctl --help
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
 from vggtctl import __version__
 from vggtctl.cli import download, env, evaluate, infer, monitor
+from vggtctl.cli.errors import report_usage_error
 from vggtctl.cli.state import state
+
+EPILOG = """\
+Examples:
+
+  vggtctl download weights --preset tiny --local-dir ./weights
+
+  vggtctl download eth3d --synthetic --out demo_data --scenes 1 --views 4
+
+  vggtctl infer demo_data/synth_000/images/dslr_images_undistorted --model tiny --out out/synth_000
+
+  vggtctl evaluate --data demo_data --model tiny --json
+"""
 
 app = typer.Typer(
     name="vggtctl",
-    help="One CLI for VGGT workflows: download, infer, evaluate, quantize, fine-tune, cache, monitor.",
+    help="One CLI for VGGT workflows: download, infer, evaluate, monitor, env.",
+    epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,15 +60,40 @@ def root(
     """vggtctl: run VGGT workflows from one tool."""
     state.debug = debug
     state.quiet = quiet
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 for _module in (download, infer, evaluate, monitor, env):
     _module.register(app)
 
 
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``) and return the exit code.
+
+    Typer's own usage errors (bad choice, number out of range, unknown option or command) are printed
+    as the same ``Error:``/``Hint:`` pair as ours, exit 2. They are told apart from other exceptions
+    by their public attributes only (``exit_code`` and ``format_message``), never by importing Click.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=args, prog_name="vggtctl", standalone_mode=False)
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except typer.Abort:
+        return 130
+    except Exception as e:
+        if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":
+            return int(e.exit_code)  # Typer printed the help already, as `vggtctl` alone should.
+        return report_usage_error(e)
+    return code if isinstance(code, int) else 0
+
+
 def main() -> None:
-    app()
+    sys.exit(run())
 
 
 if __name__ == "__main__":

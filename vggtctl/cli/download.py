@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import JsonOption, ScenesOption, split_list
 from vggtctl.cli.output import Output
 
 ETH3D_EPILOG = """\
@@ -22,9 +23,22 @@ Examples:
   vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6
 """
 
+DOWNLOAD_EPILOG = """\
+Examples:
+
+  vggtctl download weights --dry-run
+
+  vggtctl download weights --preset tiny --local-dir ./weights
+
+  vggtctl download eth3d --scenes courtyard --dry-run
+
+  vggtctl download eth3d --synthetic --out demo_data --scenes 1 --views 4
+"""
+
 download_app = typer.Typer(
     name="download",
     help="Fetch datasets (ETH3D) and VGGT weights: resumable, verified, cached.",
+    epilog=DOWNLOAD_EPILOG,
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -33,13 +47,7 @@ download_app = typer.Typer(
 @download_app.command("eth3d", epilog=ETH3D_EPILOG)
 @mapped_errors
 def eth3d_command(
-    scenes: Annotated[
-        str | None,
-        typer.Option(
-            "--scenes",
-            help="Comma-separated scene names (default: the 13 training scenes). With --synthetic: how many scenes.",
-        ),
-    ] = None,
+    scenes: ScenesOption = None,
     subset: Annotated[
         str | None, typer.Option("--subset", help="all | facades | indoor | outdoor (instead of --scenes).")
     ] = None,
@@ -98,13 +106,20 @@ def eth3d_command(
     ] = False,
     views: Annotated[int, typer.Option("--views", min=1, help="With --synthetic: cameras per scene.")] = 6,
     seed: Annotated[int, typer.Option("--seed", help="With --synthetic: random seed.")] = 0,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
-    """Download ETH3D high-res multi-view scenes (per-scene 7z archives), verify and extract them."""
+    """Download ETH3D high-res multi-view scenes (per-scene 7z archives), verify and extract them.
+
+    --scenes takes training scene names (default: all 13); with --synthetic, how many scenes (default 2).
+    """
+    from vggtctl.paths import check_home
+
+    if out is None:
+        check_home()
     output = Output(json_mode=json_out)
     try:
         if synthetic:
-            data = _synthetic(scenes, subset, out, views, seed, keep_archives)
+            data = _synthetic(",".join(split_list(scenes)) or None, subset, out, views, seed, keep_archives)
             output.result(data, lambda c: _render_synthetic(c, data))
             return
         from vggtctl.paths import eth3d_dir
@@ -118,7 +133,9 @@ def eth3d_command(
         )
 
         config = DownloadConfig(
-            scenes=resolve_scenes(scenes, subset, free_names=manifest is not None),
+            scenes=resolve_scenes(
+                ",".join(split_list(scenes)) or None, subset, free_names=manifest is not None
+            ),
             kinds=resolve_kinds(kinds),
             out=(out or eth3d_dir()).expanduser(),
             base_url=base_url or BASE_URL,
@@ -142,9 +159,9 @@ def eth3d_command(
 def _synthetic(
     scenes: str | None, subset: str | None, out: Path | None, views: int, seed: int, archives: bool
 ) -> dict[str, Any]:
-    from vggtctl.errors import UsageError
-    from vggtctl.paths import datasets_dir
-    from vggtctl.services.synthetic import generate_scenes
+    from vggtctl.errors import UsageError, raise_problems
+    from vggtctl.paths import datasets_dir, output_dir_problem
+    from vggtctl.services.synthetic import check_synthetic, generate_scenes
 
     if subset:
         raise UsageError(
@@ -155,9 +172,12 @@ def _synthetic(
     except ValueError:
         raise UsageError(
             f"with --synthetic, --scenes is a count, got {scenes!r}",
-            "vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6",
+            _SYNTH_EXAMPLE,
         ) from None
     folder = (out or datasets_dir() / "eth3d_synthetic").expanduser()
+    # All bad values at once, and before the folder is created.
+    problems = check_synthetic(count, views, seed) + list(filter(None, [output_dir_problem("out", folder)]))
+    raise_problems("synthetic download settings", problems, "e.g. " + _SYNTH_EXAMPLE)
     paths = generate_scenes(folder, scenes=count, views=views, seed=seed, archives=archives)
     data: dict[str, Any] = {
         "synthetic": True,
@@ -170,6 +190,13 @@ def _synthetic(
         data["archives"] = str(folder / "archives")
         data["manifest"] = str(folder / "archives" / "manifest.json")
     return data
+
+
+_SYNTH_EXAMPLE = "vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _size(n: int | None) -> str:
@@ -214,7 +241,8 @@ def _render_report(console: Any, d: dict[str, Any]) -> None:
 
 def _render_synthetic(console: Any, d: dict[str, Any]) -> None:
     console.print(
-        f"{len(d['scenes'])} synthetic scenes ({d['views']} views, seed {d['seed']}): {', '.join(d['scenes'])}"
+        f"{_plural(len(d['scenes']), 'synthetic scene')} ({_plural(d['views'], 'view')} each, seed {d['seed']}): "
+        f"{', '.join(d['scenes'])}"
     )
     if "manifest" in d:
         console.print(f"archives: {d['archives']} (manifest: {d['manifest']})")

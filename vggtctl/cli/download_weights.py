@@ -6,12 +6,14 @@ The ``download`` command group (``vggtctl/cli/download.py``) registers :func:`we
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import JsonOption, PresetOption, RevisionOption
 from vggtctl.cli.output import Output
 from vggtctl.services.hub import DEFAULT_REPO
 
@@ -33,23 +35,27 @@ HELP = "VGGT weights from the Hugging Face Hub (cached, resumable), or the seede
 @mapped_errors
 def weights_command(
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id.")] = DEFAULT_REPO,
-    revision: Annotated[
-        str | None, typer.Option("--revision", help="Branch, tag or commit hash to pin.")
-    ] = None,
+    revision: RevisionOption = None,
     local_dir: Annotated[
         Path | None, typer.Option("--local-dir", help="Put the file in this folder instead of the HF cache.")
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="'tiny': write the seeded tiny checkpoint (no network).")
-    ] = None,
+    preset: PresetOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the file, its size and whether it is cached.")
     ] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Download VGGT weights and print the local path and sha256 that --model takes."""
+    from vggtctl.errors import raise_problems
+    from vggtctl.paths import output_dir_problem
     from vggtctl.services.weights import download_weights
 
+    if local_dir is not None:  # before any network, and the same for --dry-run
+        raise_problems(
+            "download weights settings",
+            list(filter(None, [output_dir_problem("local_dir", local_dir)])),
+            "give a folder, e.g. --local-dir ./weights",
+        )
     output = Output(json_mode=json_out)
     try:
         result = download_weights(
@@ -95,4 +101,5 @@ def _render(console: Any, d: dict[str, Any]) -> None:
         console.print(f"commit: {d['commit']}")
     console.print(f"path: {d['path']}")
     console.print(f"sha256: {d['sha256']}")
-    console.print(f"use it: vggtctl infer IMAGES --model {d['path']}")
+    # Quoted for copy-paste: cache and --local-dir paths may hold spaces.
+    console.print(f"use it: vggtctl infer IMAGES --model {shlex.quote(str(d['path']))}")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import JsonOption
 from vggtctl.cli.output import Output
 
 EPILOG = """\
@@ -22,13 +23,19 @@ Examples:
 
 @mapped_errors
 def env_command(
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Show versions (vggtctl, python, torch, CUDA, NCCL, ...), GPUs, caches and environment variables."""
+    from vggtctl.paths import home_problem
     from vggtctl.services.env_report import collect_env
 
     report = collect_env().to_dict()
-    Output(json_mode=json_out).result(report, lambda console: _render(console, report))
+    output = Output(json_mode=json_out)
+    problem = home_problem()
+    if problem is not None:
+        # Downloads would fail on it: say so here, where users look first.
+        output.warn(f"{problem}; downloads will refuse it (point VGGTCTL_HOME at a folder)")
+    output.result(report, lambda console: _render(console, report))
 
 
 def _render(console: Any, r: dict[str, Any]) -> None:

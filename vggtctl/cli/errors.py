@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
 
 import typer
 
 from vggtctl.cli.output import stderr_console
 from vggtctl.cli.state import state
-from vggtctl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, VggtctlError
+from vggtctl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, VggtctlError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,9 +24,36 @@ def report_error(message: str, hint: str | None = None) -> None:
         err.print(f"Hint: {hint}", markup=False)
 
 
-def mapped_errors(fn: F) -> F:
-    """Wrap a command: our errors become a clean message + exit code; tracebacks only with --debug."""
+def report_usage_error(exc: Exception) -> int:
+    """Print a Typer usage error (bad choice, out-of-range number, unknown option) as ``Error:``/``Hint:``.
 
+    Typer raises these before our command runs; without this they would appear in its boxed panel,
+    unlike every other error. Only public attributes of the exception are read (``format_message``,
+    ``ctx.command_path``, ``exit_code``), so no Click import is needed.
+    """
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "vggtctl"
+    report_error(" ".join(message.split()), f"see `{command} --help` for the options and their values")
+    return int(getattr(exc, "exit_code", EXIT_USAGE))
+
+
+@overload
+def mapped_errors(fn: F) -> F: ...
+@overload
+def mapped_errors(*, flags: Mapping[str, str]) -> Callable[[F], F]: ...
+def mapped_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) -> Any:
+    """Wrap a command: our errors become a clean message + exit code; tracebacks only with --debug.
+
+    ``flags`` maps the fields of the command's config to its flag names (``formats`` -> ``--format``)
+    for :class:`ConfigError`; unlisted fields become ``--field-name``.
+    """
+    if fn is None:
+        return lambda f: _wrap(f, flags or {})
+    return _wrap(fn, {})
+
+
+def _wrap(fn: F, flags: Mapping[str, str]) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -36,7 +63,7 @@ def mapped_errors(fn: F) -> F:
         except VggtctlError as e:
             if state.debug:
                 traceback.print_exc()
-            report_error(e.message, e.hint)
+            report_error(e.render(flags) if isinstance(e, ConfigError) else e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             report_error("interrupted", "re-run the same command to resume where it stopped")

@@ -9,9 +9,20 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
-from vggtctl.cli.options import Dtype, Mode, Points
+from vggtctl.cli.options import (
+    DeviceOption,
+    Dtype,
+    DtypeOption,
+    JsonOption,
+    Mode,
+    ModelOption,
+    Points,
+    PresetOption,
+    RevisionOption,
+    ScenesOption,
+    split_list,
+)
 from vggtctl.cli.output import Output
-from vggtctl.errors import UsageError
 
 EPILOG = """\
 Examples:
@@ -41,12 +52,11 @@ class PcReference(str, Enum):
     depth = "depth"
 
 
-def _split(values: list[str] | None) -> list[str]:
-    """``--x a,b --x c`` → ``[a, b, c]``."""
-    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+# EvalConfig fields whose flag is not --field-name.
+FLAGS = {"depth_align": "--depth-align", "visibility_tolerance": "visibility tolerance (no flag)"}
 
 
-@mapped_errors
+@mapped_errors(flags=FLAGS)
 def evaluate_command(
     data: Annotated[
         Path | None,
@@ -54,21 +64,11 @@ def evaluate_command(
             "--data", help="ETH3D root with one folder per scene (default: the vggtctl dataset cache)."
         ),
     ] = None,
-    scenes: Annotated[
-        list[str] | None,
-        typer.Option("--scenes", help="Scene names (repeat or comma-separate) (default: every scene found)."),
-    ] = None,
+    scenes: ScenesOption = None,
     subset: Annotated[
         str | None, typer.Option("--subset", help="all, facades, indoor or outdoor (instead of --scenes).")
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Hub repo id, local weights file/folder or 'tiny' (default: facebook/VGGT-1B).",
-        ),
-    ] = None,
+    model: ModelOption = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -76,10 +76,8 @@ def evaluate_command(
             help="Evaluate saved `vggtctl infer` output: one folder, or a folder of <scene>/ outputs.",
         ),
     ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="Model preset; inferred when omitted.")
-    ] = None,
-    revision: Annotated[str | None, typer.Option("--revision", help="Hub branch, tag or commit.")] = None,
+    preset: PresetOption = None,
+    revision: RevisionOption = None,
     frames: Annotated[
         int | None, typer.Option("--frames", help="Frames per scene (the VGGT paper uses 10) (default: all).")
     ] = None,
@@ -135,24 +133,23 @@ def evaluate_command(
     save_vis: Annotated[
         Path | None, typer.Option("--save-vis", help="Folder for depth/error PNGs and error point clouds.")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the full JSON report here.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    dtype: Annotated[
-        Dtype, typer.Option("--dtype", help="auto = bf16/fp16 on GPUs, fp32 on CPU.")
-    ] = Dtype.auto,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the full report as JSON on stdout.")
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write the full JSON report to this file (see --overwrite)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file (refused otherwise).")
     ] = False,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
+    json_out: JsonOption = False,
 ) -> None:
     """Depth, camera and point-cloud metrics of a model (or saved predictions) on ETH3D scenes."""
     from vggtctl.services.evaluate import EvalConfig, evaluate
 
-    for name, value in (("--max-scan-points", max_scan_points), ("--pc-max-points", pc_max_points)):
-        if value < 0:
-            raise UsageError(f"{name} {value} is negative", "use 0 for all points, or N > 0")
     config = EvalConfig(
         data=data,
-        scenes=_split(scenes) or None,
+        scenes=split_list(scenes) or None,
         subset=subset,
         model=model,
         preset=preset,
@@ -164,17 +161,19 @@ def evaluate_command(
         seed=seed,
         image_size=image_size,
         mode=mode.value,
-        depth_align=tuple(_split(depth_align)) or ("median", "scene-median"),
+        depth_align=tuple(split_list(depth_align)) or ("median", "scene-median"),
         points=points.value,
         pc_align=pc_align.value,
         icp=icp,
         icp_threshold=icp_threshold,
         pc_reference=pc_reference.value,
         voxel_size=voxel_size,
-        pc_max_points=pc_max_points or None,
-        max_scan_points=max_scan_points or None,
+        # 0 means all points on the command line; the config says None.
+        pc_max_points=pc_max_points if pc_max_points != 0 else None,
+        max_scan_points=max_scan_points if max_scan_points != 0 else None,
         save_vis=save_vis,
         out=out,
+        overwrite=overwrite,
         device=device,
         dtype=dtype.value,
     )

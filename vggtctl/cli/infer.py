@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
-from vggtctl.cli.options import Device, Dtype, Mode, Points
+from vggtctl.cli.options import (
+    DeviceOption,
+    Dtype,
+    DtypeOption,
+    JsonOption,
+    Mode,
+    ModelOption,
+    Points,
+    PresetOption,
+    RevisionOption,
+)
 from vggtctl.cli.output import Output
 from vggtctl.services.hub import DEFAULT_REPO
 
@@ -36,7 +46,11 @@ class ColmapFormat(str, Enum):
     txt = "txt"
 
 
-@mapped_errors
+# InferConfig fields whose flag is not --field-name.
+FLAGS = {"inputs": "INPUTS", "formats": "--format"}
+
+
+@mapped_errors(flags=FLAGS)
 def infer_command(
     inputs: Annotated[
         list[Path],
@@ -44,30 +58,15 @@ def infer_command(
             help="Image files, folders of images (sorted by name) or video files.", show_default=False
         ),
     ],
-    model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="Hub repo id, local .safetensors/.pt file or folder, or 'tiny'."),
-    ] = DEFAULT_REPO,
-    preset: Annotated[
-        str | None,
-        typer.Option("--preset", help="Model preset (vggt-1b, tiny); inferred from the checkpoint."),
-    ] = None,
-    revision: Annotated[
-        str | None, typer.Option("--revision", help="Hub branch, tag or commit to pin.")
-    ] = None,
+    model: ModelOption = DEFAULT_REPO,
+    preset: PresetOption = None,
+    revision: RevisionOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vggt_out"),
     mode: Annotated[
         Mode, typer.Option("--mode", help="crop: width 518, centre-crop; pad: white square.")
     ] = Mode.crop,
-    device: Annotated[
-        Device, typer.Option("--device", help="auto = cuda if available, else cpu.")
-    ] = Device.auto,
-    dtype: Annotated[
-        Dtype,
-        typer.Option(
-            "--dtype", help="auto = bf16 on GPUs with compute capability >= 8, fp16 older, fp32 CPU."
-        ),
-    ] = Dtype.auto,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
     points: Annotated[
         Points,
         typer.Option("--points", help="Point cloud from depth + cameras (more accurate) or the point head."),
@@ -98,7 +97,7 @@ def infer_command(
     max_points: Annotated[
         int, typer.Option("--max-points", help="Cap on points in points.ply / points3D.txt (seeded subset).")
     ] = 500_000,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")] = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Predict cameras, depth and points for a set of images with ONE forward pass."""
     from vggtctl.services.infer import InferConfig, run_inference
@@ -106,11 +105,11 @@ def infer_command(
     config = InferConfig(
         inputs=[str(p) for p in inputs],
         out=out,
-        model=model,
+        model=model or DEFAULT_REPO,
         preset=preset,
         revision=revision,
         mode=mode.value,
-        device=device.value,
+        device=device,
         dtype=dtype.value,
         points=points.value,
         conf_threshold=conf_threshold,

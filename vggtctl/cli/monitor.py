@@ -12,7 +12,7 @@ import typer
 
 from vggtctl.cli.errors import mapped_errors
 from vggtctl.cli.output import Output
-from vggtctl.errors import EXIT_STALL, UsageError
+from vggtctl.errors import EXIT_STALL, Problem, UsageError, raise_problems
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -174,18 +174,27 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def _check(
     window: int, interval: float, stall_after: float | None, batch_size: int | None, plot: Path | None
 ) -> None:
-    if window < 2:
-        raise UsageError(f"--window must be at least 2, got {window}", "e.g. --window 20")
-    if interval <= 0:
-        raise UsageError(f"--interval must be > 0 seconds, got {interval:g}", "e.g. --interval 2")
-    if stall_after is not None and stall_after <= 0:
-        raise UsageError(f"--stall-after must be > 0 seconds, got {stall_after:g}", "e.g. --stall-after 600")
-    if batch_size is not None and batch_size <= 0:
-        raise UsageError(f"--batch-size must be > 0, got {batch_size}", "e.g. --batch-size 64")
-    if plot is not None:
-        from vggtctl.services.monitor.plot import check_plot_path
+    """Every bad option at once, before any log is read."""
+    from vggtctl.paths import output_file_problem
 
-        check_plot_path(plot)
+    problems: list[Problem] = []
+    if window < 2:
+        problems.append(Problem.of("window", "at least 2", window))
+    if not interval > 0:
+        problems.append(Problem.of("interval", "must be > 0 seconds", interval))
+    if stall_after is not None and not stall_after > 0:
+        problems.append(Problem.of("stall_after", "must be > 0 seconds", stall_after))
+    if batch_size is not None and batch_size <= 0:
+        problems.append(Problem.of("batch_size", "must be > 0", batch_size))
+    if plot is not None:
+        from vggtctl.services.monitor.plot import PLOT_SUFFIXES
+
+        if plot.suffix.lower() not in PLOT_SUFFIXES:
+            problems.append(Problem.of("plot", "must end in .png or .html", str(plot)))
+        path_problem = output_file_problem("plot", plot)
+        if path_problem is not None:
+            problems.append(path_problem)
+    raise_problems("monitor options", problems, "e.g. --window 20 --interval 2 --plot progress.png")
 
 
 def _follow(

@@ -1,8 +1,17 @@
-"""Option value sets shared by several commands (one definition, so help texts agree)."""
+"""Options shared by several commands, defined once (``Annotated`` aliases, as huggingface_hub's CLI).
+
+Every command spells, documents and validates ``--json``, ``--model``, ``--revision``, ``--preset``,
+``--device``, ``--dtype`` and ``--scenes`` the same way. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated
+
+import typer
+
+from vggtctl.utils.devices import device_problem, normalize_device
 
 
 class Mode(str, Enum):
@@ -10,12 +19,6 @@ class Mode(str, Enum):
 
     crop = "crop"
     pad = "pad"
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 class Dtype(str, Enum):
@@ -30,3 +33,61 @@ class Points(str, Enum):
 
     depth = "depth"
     head = "head"
+
+
+def _device(value: str) -> str:
+    problem = device_problem(value)
+    if problem is not None:
+        raise typer.BadParameter(f"{value!r} is {problem}")
+    return normalize_device(value)
+
+
+def _preset(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from vggtctl.models.vggt.config import PRESETS  # no torch: the presets are plain dataclasses
+
+    if value not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {value!r} (known: {', '.join(sorted(PRESETS))})")
+    return value
+
+
+def split_list(values: list[str] | None) -> list[str]:
+    """``--x a,b --x c`` -> ``[a, b, c]`` (the one form of every list option)."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Hub repo id, local .safetensors/.pt file or folder, or 'tiny' (the seeded test model).",
+    ),
+]
+RevisionOption = Annotated[
+    str | None, typer.Option("--revision", help="Hub branch, tag or commit to pin (Hub models only).")
+]
+PresetOption = Annotated[
+    str | None,
+    typer.Option(
+        "--preset", callback=_preset, help="Model preset (vggt-1b, tiny); inferred from the checkpoint."
+    ),
+]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device", callback=_device, help="auto (cuda if available, else cpu), cpu, cuda or cuda:N."
+    ),
+]
+DtypeOption = Annotated[
+    Dtype,
+    typer.Option(
+        "--dtype", help="auto = bf16 on GPUs with compute capability >= 8, fp16 on older ones, fp32 on CPU."
+    ),
+]
+ScenesOption = Annotated[
+    list[str] | None,
+    typer.Option("--scenes", help="Scene names, comma-separated or repeated (--scenes a,b --scenes c)."),
+]

@@ -32,7 +32,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from vggtctl.errors import DiskSpaceError, DownloadError, HostUnreachableError, UsageError, VggtctlError
+from vggtctl.errors import (
+    DiskSpaceError,
+    DownloadError,
+    HostUnreachableError,
+    Problem,
+    UsageError,
+    VggtctlError,
+    raise_problems,
+)
+from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES
 from vggtctl.utils.atomic import atomic_write_json
@@ -451,8 +460,10 @@ def download_eth3d(
     """
     t0 = time.perf_counter()
     out = Path(config.out)
-    if config.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {config.jobs}", "vggtctl download eth3d --jobs 2")
+    # Before the plan (and any network): a dry run reports the same problems as the real run.
+    problems = [Problem.of("jobs", "at least 1", config.jobs)] if config.jobs < 1 else []
+    problems += filter(None, [output_dir_problem("out", out)])
+    raise_problems("download settings", problems, "e.g. vggtctl download eth3d --out data/eth3d --jobs 2")
     plan = plan_download(config, disk_usage=disk_usage)
     if config.dry_run:
         return plan

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from vggtctl import __version__
-from vggtctl.errors import EvaluationError, InputError, UsageError
-from vggtctl.paths import eth3d_dir
+from vggtctl.errors import EvaluationError, InputError, Problem, UsageError, raise_problems
+from vggtctl.paths import eth3d_dir, output_dir_problem, output_file_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.metrics.align import DEPTH_ALIGNMENTS, icp, umeyama
 from vggtctl.services.metrics.camera import CameraResult, camera_centres, camera_metrics
@@ -44,6 +44,7 @@ from vggtctl.services.metrics.pointcloud import (
     voxel_downsample,
 )
 from vggtctl.utils.atomic import atomic_write_json
+from vggtctl.utils.devices import device_problem
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class EvalConfig:
         visibility_tolerance: Relative depth agreement for a scan point to count as seen by a view.
         save_vis: Folder for depth/error PNGs and coloured error point clouds.
         out: Where to write the JSON report.
+        overwrite: Replace an existing report at ``out`` (otherwise that is a usage error).
         device: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: Compute precision: ``auto`` (bf16/fp16 on GPUs, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``;
             weights stay as loaded and autocast lowers the matmuls, exactly as ``vggtctl infer``.
@@ -118,65 +120,83 @@ class EvalConfig:
     visibility_tolerance: float = 0.05
     save_vis: Path | None = None
     out: Path | None = None
+    overwrite: bool = False
     device: str = "auto"
     dtype: str = "auto"
+
+    def problems(self) -> list[Problem]:
+        """Every bad setting, named by field and value (empty: the config is valid).
+
+        Cheap checks only (values, and whether ``out``/``save_vis`` can be written), so that a bad
+        path is reported before the model loads and the scenes are read.
+        """
+        problems: list[Problem] = []
+
+        def add(field: str | tuple[str, ...], reason: str, *value: Any) -> None:
+            problems.append(Problem.of(field, reason, *value))
+
+        def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+            if value not in allowed:
+                add(name, f"use {'/'.join(allowed)}", value)
+
+        if self.model is not None and self.predictions is not None:
+            add(("model", "predictions"), "give one, not both")
+        if self.scenes and self.subset:
+            add(("scenes", "subset"), "give one, not both")
+        if self.frames is not None and self.frames < 2:
+            add("frames", "camera metrics need at least 2", self.frames)
+        if self.stride < 1:
+            add("stride", "must be >= 1", self.stride)
+        choice("sample", self.sample, SAMPLES)
+        if self.sample == "random" and self.frames is None:
+            add(("sample", "frames"), "random sampling needs a number of frames")
+        if self.sample == "random" and self.stride != 1:
+            add(("stride", "sample"), "a stride does not combine with random sampling; give one")
+        if self.predictions is not None and (
+            self.frames is not None or self.stride != 1 or self.sample != "stride"
+        ):
+            add(
+                ("frames", "stride", "sample"),
+                "do not apply to saved predictions (they are evaluated on their own frames)",
+            )
+        if not self.depth_align:
+            add("depth_align", f"give at least one of {'/'.join(DEPTH_ALIGNMENTS)}")
+        for a in self.depth_align:
+            choice("depth_align", a, DEPTH_ALIGNMENTS)
+        choice("points", self.points, POINT_SOURCES)
+        choice("pc_align", self.pc_align, PC_ALIGNMENTS)
+        choice("pc_reference", self.pc_reference, PC_REFERENCES)
+        if not self.voxel_size >= 0:  # also refuses nan
+            add("voxel_size", "must be >= 0", self.voxel_size)
+        if not self.icp_threshold > 0:
+            add("icp_threshold", "must be > 0", self.icp_threshold)
+        if self.pc_max_points is not None and self.pc_max_points < 1000:
+            add("pc_max_points", "at least 1000, or all points", self.pc_max_points)
+        if self.max_scan_points is not None and self.max_scan_points < 1:
+            add("max_scan_points", "must be >= 1, or all points", self.max_scan_points)
+        if not 0 < self.visibility_tolerance < 1:
+            add("visibility_tolerance", "must be in (0, 1)", self.visibility_tolerance)
+        if self.image_size is not None and (self.image_size <= 0 or self.image_size % 14):
+            add("image_size", "a positive multiple of 14, e.g. 518", self.image_size)
+        choice("mode", self.mode, ("crop", "pad"))
+        device_reason = device_problem(self.device)
+        if device_reason is not None:
+            add("device", device_reason, self.device)
+        if self.out is not None:
+            problems += filter(None, [output_file_problem("out", Path(self.out), self.overwrite)])
+        if self.save_vis is not None:
+            problems += filter(None, [output_dir_problem("save_vis", Path(self.save_vis))])
+        return problems
 
     def validate(self) -> None:
         """Check every option and report all problems at once.
 
         Raises:
-            UsageError: One or more bad values (each named with the allowed values).
+            ConfigError: One or more bad values (a UsageError), each named with what is allowed.
         """
-        problems: list[str] = []
-
-        def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-            if value not in allowed:
-                problems.append(f"{name} {value!r} (use {'/'.join(allowed)})")
-
-        if self.model is not None and self.predictions is not None:
-            problems.append("both --model and --predictions (pick one)")
-        if self.scenes and self.subset:
-            problems.append("both --scenes and --subset (pick one)")
-        if self.frames is not None and self.frames < 2:
-            problems.append(f"--frames {self.frames} (camera metrics need at least 2)")
-        if self.stride < 1:
-            problems.append(f"--stride {self.stride} (must be ≥ 1)")
-        choice("--sample", self.sample, SAMPLES)
-        if self.sample == "random" and self.frames is None:
-            problems.append("--sample random without --frames N")
-        if self.sample == "random" and self.stride != 1:
-            problems.append("both --stride and --sample random (pick one)")
-        if self.predictions is not None and (
-            self.frames is not None or self.stride != 1 or self.sample != "stride"
-        ):
-            problems.append(
-                "--frames/--stride/--sample with --predictions (saved predictions are evaluated on their frames)"
-            )
-        if not self.depth_align:
-            problems.append("no --depth-align given")
-        for a in self.depth_align:
-            choice("--depth-align", a, DEPTH_ALIGNMENTS)
-        choice("--points", self.points, POINT_SOURCES)
-        choice("--pc-align", self.pc_align, PC_ALIGNMENTS)
-        choice("--pc-reference", self.pc_reference, PC_REFERENCES)
-        if self.voxel_size < 0:
-            problems.append(f"--voxel-size {self.voxel_size} (must be ≥ 0)")
-        if self.icp_threshold <= 0:
-            problems.append(f"--icp-threshold {self.icp_threshold} (must be > 0)")
-        if self.pc_max_points is not None and self.pc_max_points < 1000:
-            problems.append(f"--pc-max-points {self.pc_max_points} (at least 1000)")
-        if self.max_scan_points is not None and self.max_scan_points < 1:
-            problems.append(f"--max-scan-points {self.max_scan_points} (must be ≥ 1)")
-        if not 0 < self.visibility_tolerance < 1:
-            problems.append(f"visibility tolerance {self.visibility_tolerance} (must be in (0, 1))")
-        if self.image_size is not None and (self.image_size <= 0 or self.image_size % 14):
-            problems.append(f"--image-size {self.image_size} (a positive multiple of 14, e.g. 518)")
-        choice("--mode", self.mode, ("crop", "pad"))
-        if problems:
-            raise UsageError(
-                "invalid evaluate options: " + "; ".join(problems),
-                "see `vggtctl evaluate --help` for the allowed values",
-            )
+        raise_problems(
+            "evaluate settings", self.problems(), "see `vggtctl evaluate --help` for the allowed values"
+        )
 
 
 @dataclass

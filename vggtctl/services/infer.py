@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import sys
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vggtctl import __version__
-from vggtctl.errors import InputError, UsageError
+from vggtctl.errors import InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
 from vggtctl.io.colmap_export import write_prediction_model
+from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
 from vggtctl.utils.atomic import atomic_open, atomic_write_json
+from vggtctl.utils.devices import device_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -38,6 +41,7 @@ POINT_SOURCES = ("depth", "head")
 COLMAP_UNITS = ("original", "model")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
+CONF_THRESHOLD_RULE = "a finite number, or a percentage in [0%, 100%]"
 
 
 # ---------------------------------------------------------------- device / dtype
@@ -256,36 +260,40 @@ class InferConfig:
     every: int = 1
     max_points: int = 500_000
 
-    def validate(self) -> None:
-        """Raise one UsageError naming every bad setting."""
-        problems: list[str] = []
-        if self.mode not in ("crop", "pad"):
-            problems.append(f"--mode {self.mode!r} (allowed: crop, pad)")
-        if self.points not in POINT_SOURCES:
-            problems.append(f"--points {self.points!r} (allowed: {', '.join(POINT_SOURCES)})")
+    def problems(self) -> list[Problem]:
+        """Every bad setting, about values (empty: the config is valid). Touches no file but ``out``."""
+        problems: list[Problem] = []
+
+        def choice(name: str, value: str, allowed: Sequence[str]) -> None:
+            if value not in allowed:
+                problems.append(Problem.of(name, f"allowed: {', '.join(allowed)}", value))
+
+        choice("mode", self.mode, ("crop", "pad"))
+        choice("points", self.points, POINT_SOURCES)
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
-            problems.append(f"--format {','.join(self.formats) or '(empty)'} (allowed: {', '.join(FORMATS)})")
-        if self.colmap_units not in COLMAP_UNITS:
-            problems.append(f"--colmap-units {self.colmap_units!r} (allowed: {', '.join(COLMAP_UNITS)})")
-        if self.colmap_format not in COLMAP_FORMATS:
-            problems.append(f"--colmap-format {self.colmap_format!r} (allowed: {', '.join(COLMAP_FORMATS)})")
-        if self.max_frames < 1:
-            problems.append(f"--max-frames {self.max_frames} (must be >= 1)")
-        if self.every < 1:
-            problems.append(f"--every {self.every} (must be >= 1)")
-        if self.max_points < 1:
-            problems.append(f"--max-points {self.max_points} (must be >= 1)")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            problems.append(f"--device {self.device!r} (allowed: {', '.join(DEVICES)}, cuda:N)")
-        if self.dtype not in DTYPES:
-            problems.append(f"--dtype {self.dtype!r} (allowed: {', '.join(DTYPES)})")
+            problems.append(Problem.of("formats", f"allowed: {', '.join(FORMATS)}", list(self.formats)))
+        choice("colmap_units", self.colmap_units, COLMAP_UNITS)
+        choice("colmap_format", self.colmap_format, COLMAP_FORMATS)
+        for name in ("max_frames", "every", "max_points"):
+            if getattr(self, name) < 1:
+                problems.append(Problem.of(name, "must be >= 1", getattr(self, name)))
+        device_reason = device_problem(self.device)
+        if device_reason is not None:
+            problems.append(Problem.of("device", device_reason, self.device))
+        choice("dtype", self.dtype, DTYPES)
         try:
             parse_conf_threshold(self.conf_threshold)
-        except UsageError as e:
-            problems.append(e.message)
-        if problems:
-            raise UsageError("invalid options: " + "; ".join(problems), "see `vggtctl infer --help`")
+        except UsageError:
+            problems.append(Problem.of("conf_threshold", CONF_THRESHOLD_RULE, self.conf_threshold))
+        out_problem = output_dir_problem("out", Path(self.out))
+        if out_problem is not None:
+            problems.append(out_problem)
+        return problems
+
+    def validate(self) -> None:
+        """Raise one ConfigError naming every bad setting (a UsageError, exit 2)."""
+        raise_problems("infer settings", self.problems(), "see `vggtctl infer --help` for the allowed values")
 
 
 @dataclass
@@ -318,14 +326,18 @@ def parse_conf_threshold(value: str | float) -> tuple[str, float]:
     try:
         if text.endswith("%"):
             pct = float(text[:-1])
-            if not 0 <= pct <= 100:
+            if not 0 <= pct <= 100:  # also refuses nan
                 raise ValueError
             return "percentile", pct
-        return "absolute", float(text)
+        absolute = float(text)
+        if not math.isfinite(absolute):
+            # nan keeps no point at all (every comparison is false); inf neither.
+            raise ValueError
+        return "absolute", absolute
     except ValueError:
         raise UsageError(
-            f"--conf-threshold {value!r} is neither a number nor a percentage in [0%, 100%]",
-            "e.g. --conf-threshold 50% (keep the most confident half) or --conf-threshold 3 (absolute)",
+            f"confidence threshold {value!r}: {CONF_THRESHOLD_RULE}",
+            "e.g. 50% (keep the most confident half) or 3 (absolute confidence)",
         ) from None
 
 
@@ -463,6 +475,10 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         )
     if "colmap" in config.formats and config.colmap_format == "txt":
         check_text_names([f.name for f in frames])  # before the model loads, not after the forward pass
+    # Decode every image before the model loads: a truncated JPEG must fail in a second, not after a
+    # 5 GB checkpoint read.
+    with _stage("load images", timings, progress):
+        pil = [f.image if f.image is not None else open_image(f.path) for f in frames]  # type: ignore[arg-type]
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     with _stage("load model", timings, progress):
@@ -472,8 +488,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
     prov = model.provenance
     # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
     target = int(model.config.img_size)
-    with _stage("load images", timings, progress):
-        pil = [f.image if f.image is not None else open_image(f.path) for f in frames]  # type: ignore[arg-type]
+    with _stage("preprocess", timings, progress):
         images, geoms = preprocess_images(pil, config.mode, target)
     progress.log(
         f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"

@@ -25,9 +25,11 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from vggtctl.errors import Problem, raise_problems
 from vggtctl.io.colmap import Camera, Image, read_model_text, rotmat_to_qvec, write_model_text
 from vggtctl.io.ply import write_ply
 from vggtctl.services import camera_models
@@ -564,10 +566,43 @@ def write_archives(scene_dir: Path, out_dir: Path) -> dict[str, dict[str, object
         with py7zr.SevenZipFile(tmp, "w") as z:
             for p in files:
                 z.write(p, arcname=f"{scene_dir.name}/{p.relative_to(scene_dir).as_posix()}")
+                _fix_member_times(z)
         os.replace(tmp, out_dir / name)
         data = (out_dir / name).read_bytes()
         entries[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return entries
+
+
+# Archive members get this fixed time instead of the files' creation/modification/access times, so
+# the same arguments give byte-identical archives (and manifest.json hashes) on every run.
+ARCHIVE_MEMBER_TIME = 1577836800.0  # 2020-01-01T00:00:00Z
+
+
+def _fix_member_times(z: Any) -> None:
+    """Replace the timestamps py7zr took from the last written file's ``stat`` by ARCHIVE_MEMBER_TIME.
+
+    py7zr has no option for this; it keeps each member's header entry in ``header.files_info.files``
+    until ``close`` writes the header, so the entry can be changed after ``write``.
+    """
+    from py7zr.helpers import ArchiveTimestamp
+
+    info = z.header.files_info.files[-1]
+    for key in ("creationtime", "lastwritetime", "lastaccesstime"):
+        info[key] = ArchiveTimestamp.from_datetime(ARCHIVE_MEMBER_TIME)
+
+
+def check_synthetic(scenes: int, views: int, seed: int, width: int = 320, height: int = 213) -> list[Problem]:
+    """Every bad argument of :func:`generate_scenes`, as problems about their values (empty: all good)."""
+    problems: list[Problem] = []
+    if scenes < 1:
+        problems.append(Problem.of("scenes", "at least 1 scene", scenes))
+    if views < 1:
+        problems.append(Problem.of("views", "at least 1 view per scene", views))
+    if seed < 0:
+        problems.append(Problem.of("seed", "a seed is a non-negative integer", seed))
+    if width < 16 or height < 16:
+        problems.append(Problem.of(("width", "height"), f"at least 16x16 pixels, got {width}x{height}"))
+    return problems
 
 
 def generate_scenes(
@@ -597,14 +632,11 @@ def generate_scenes(
     Returns:
         The scene folders.
     """
-    if scenes < 1 or views < 1 or width < 16 or height < 16:
-        from vggtctl.errors import UsageError
-
-        raise UsageError(
-            f"synthetic scenes need scenes >= 1, views >= 1 and at least 16x16 pixels "
-            f"(got scenes={scenes}, views={views}, {width}x{height})",
-            "vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6",
-        )
+    raise_problems(
+        "synthetic scene settings",
+        check_synthetic(scenes, views, seed, width, height),
+        "e.g. vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6 --seed 0",
+    )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
