@@ -218,8 +218,10 @@ def test_options_are_validated_all_at_once(synthetic_root: Path) -> None:
     )
     with pytest.raises(UsageError) as e:
         evaluate(cfg)
-    for part in ("--frames 1", "--stride 0", "--depth-align 'mean'", "both --model and --predictions"):
+    # Python API users see field names and values, never flags.
+    for part in ("frames=1", "stride=0", "depth_align='mean'", "model and predictions: give one, not both"):
         assert part in e.value.message
+    assert "--" not in e.value.message
 
 
 def test_frame_selection_stride_and_seeded_random() -> None:

@@ -48,7 +48,9 @@ def test_usage_errors_exit_2_with_all_problems(tmp_path: Path) -> None:
 
 def test_all_bad_values_in_one_error_with_flag_names(tmp_path: Path) -> None:
     # Both problems in one line (the CLI used to stop at the first, in its own format).
-    res = invoke("--data", str(tmp_path), "--voxel-size", "-1", "--pc-max-points", "-5", "--icp-threshold", "nan")
+    res = invoke(
+        "--data", str(tmp_path), "--voxel-size", "-1", "--pc-max-points", "-5", "--icp-threshold", "nan"
+    )
     assert res.exit_code == 2 and res.stdout == ""
     first, hint = res.stderr.strip().splitlines()
     assert first == (
