@@ -80,7 +80,7 @@ def test_download_json_then_skip(archives: Path, tmp_path: Path) -> None:
         (
             ["--scenes", "facade", "--subset", "indoor"],
             2,
-            "Error: --scenes and --subset are mutually exclusive",
+            "Error: invalid download settings: --scenes and --subset: give one, not both",
         ),
         (["--jobs", "0"], 2, "--jobs"),
         (["--synthetic", "--scenes", "two"], 2, "Error: with --synthetic, --scenes is a count, got 'two'"),

@@ -237,7 +237,7 @@ def test_scene_kind_and_manifest_parsing(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="unknown ETH3D training scene 'synth_000'"):
         resolve_scenes("synth_000", None)
     assert resolve_scenes("synth_000", None, free_names=True) == ["synth_000"]
-    with pytest.raises(UsageError, match="mutually exclusive"):
+    with pytest.raises(UsageError, match="scenes and subset: give one, not both"):
         resolve_scenes("facade", "indoor")
     with pytest.raises(UsageError, match="unknown subset 'garden'"):
         resolve_scenes(None, "garden")

@@ -241,7 +241,8 @@ def test_usage_errors_exit_2_before_loading_anything(tmp_path: Path) -> None:
     images = _images(tmp_path / "images")
     r = _invoke("infer", images, "--model", "tiny", "--max-frames", 2)
     assert r.exit_code == 2
-    assert "Error: 3 frames exceed --max-frames 2" in r.stderr and "Hint: raise the limit" in r.stderr
+    assert "Error: invalid infer settings: --max-frames 2 (3 frames given: VGGT runs one" in r.stderr
+    assert "Hint: raise the limit to 3" in r.stderr
     r = _invoke("infer", images, "--format", "npz,obj")
     assert r.exit_code == 2 and "--format npz,obj" in r.stderr
     r = _invoke("infer", images, "--conf-threshold", "150%")

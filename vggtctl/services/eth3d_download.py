@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from vggtctl.errors import (
+    ConfigError,
     DiskSpaceError,
     DownloadError,
     HostUnreachableError,
@@ -245,8 +246,10 @@ def resolve_scenes(scenes: str | None, subset: str | None, *, free_names: bool =
         free_names: accept names outside the 13 training scenes (mirrors / ``--manifest``).
     """
     if scenes and subset:
-        raise UsageError(
-            "--scenes and --subset are mutually exclusive", "vggtctl download eth3d --subset facades"
+        raise ConfigError(
+            "download settings",
+            [Problem.of(("scenes", "subset"), "give one, not both")],
+            "vggtctl download eth3d --subset facades",
         )
     if subset:
         if subset not in SUBSETS:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vggtctl import __version__
-from vggtctl.errors import InputError, Problem, UsageError, raise_problems
+from vggtctl.errors import ConfigError, InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
 from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.paths import output_dir_problem
@@ -467,11 +467,17 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         frames = collect_frames(config.inputs, every=config.every, limit=config.max_frames + 1)
     if len(frames) > config.max_frames:
         what = "at least " if any(f.image is not None for f in frames) else ""
-        raise UsageError(
-            f"{what}{len(frames)} frames exceed --max-frames {config.max_frames}: VGGT runs one forward pass over "
-            "all frames, and memory grows with their number",
-            f"raise the limit if the device has the memory (--max-frames {len(frames)}), "
-            "or pass fewer images / a larger --every for videos",
+        problem = Problem.of(
+            "max_frames",
+            f"{what}{len(frames)} frames given: VGGT runs one forward pass over all frames, "
+            "and memory grows with their number",
+            config.max_frames,
+        )
+        raise ConfigError(
+            "infer settings",
+            [problem],
+            f"raise the limit to {len(frames)} if the device has the memory, "
+            "or pass fewer images / keep fewer video frames",
         )
     if "colmap" in config.formats and config.colmap_format == "txt":
         check_text_names([f.name for f in frames])  # before the model loads, not after the forward pass
