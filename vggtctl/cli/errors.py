@@ -34,7 +34,9 @@ def report_usage_error(exc: Exception) -> int:
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)  # type: ignore[attr-defined]
     ctx = getattr(exc, "ctx", None)
     command = getattr(ctx, "command_path", None) or "vggtctl"
-    report_error(" ".join(message.split()), f"see `{command} --help` for the options and their values")
+    # Typer words its own choice checks "Value error, 'foo' is not one of ..."; the prefix says nothing.
+    message = " ".join(message.split()).replace(": Value error, ", ": ")
+    report_error(message, f"see `{command} --help` for the options and their values")
     return int(getattr(exc, "exit_code", EXIT_USAGE))
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.options import JsonOption
 from vggtctl.cli.output import Output
 from vggtctl.errors import EXIT_STALL, Problem, UsageError, raise_problems
 
@@ -250,7 +251,7 @@ def monitor_command(
     ] = False,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between --follow refreshes.")] = 2.0,
     window: Annotated[int, typer.Option("--window", help="Recent updates behind the 'last N' figures.")] = 20,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    json_out: JsonOption = False,
     gpu: Annotated[
         bool, typer.Option("--gpu", help="GPU memory and utilisation of this machine (NVML).")
     ] = False,
