@@ -243,3 +243,22 @@ def test_one_synthetic_scene_is_singular(tmp_path: Path) -> None:
     r = run_cli("download", "eth3d", "--synthetic", "--scenes", "1", "--views", "1", "--out", tmp_path / "d")
     assert r.exit_code == 0, r.stderr
     assert r.stdout.splitlines()[0] == "1 synthetic scene (1 view each, seed 0): synth_000"
+
+
+def test_infer_config_names_fields_for_python_users(tmp_path: Path) -> None:
+    from vggtctl.errors import ConfigError
+    from vggtctl.services.infer import InferConfig
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError) as e:
+        InferConfig(inputs=["a.png"], out=afile, every=0, conf_threshold="nan", device="cuda:one").validate()
+    assert str(e.value) == (
+        "invalid infer settings: every=0 (must be >= 1); device='cuda:one' (not a device (use auto, cpu, cuda, "
+        f"cuda:N)); conf_threshold='nan' (a finite number, or a percentage in [0%, 100%]); out='{afile}' "
+        "(an existing file, not a folder)"
+    )
+    # The same problems, as the CLI shows them.
+    assert e.value.render({"formats": "--format"}).startswith(
+        "invalid infer settings: --every 0 (must be >= 1)"
+    )
