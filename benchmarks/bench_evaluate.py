@@ -23,7 +23,8 @@ from scipy.spatial.transform import Rotation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import peak_rss_mb, write_result  # noqa: E402
-from vggtctl.services.evaluate import EvalConfig, score_pointcloud  # noqa: E402
+from vggtctl.services.eval_config import EvalConfig  # noqa: E402
+from vggtctl.services.eval_pointcloud import score_pointcloud  # noqa: E402
 from vggtctl.services.metrics import Sim3, camera_centres, camera_metrics, evaluate_depth  # noqa: E402
 from vggtctl.services.metrics.pointcloud import unproject_depth  # noqa: E402
 

@@ -1,0 +1,184 @@
+"""What ``evaluate`` returns: per-scene and overall reports, their JSON form, settings and versions."""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vggtctl import __version__
+from vggtctl.services.eval_config import DEFAULT_MODEL, EvalConfig
+from vggtctl.services.metrics.align import DEPTH_ALIGNMENTS
+from vggtctl.services.metrics.camera import CameraResult
+from vggtctl.services.metrics.depth import AGGREGATION, DepthResult
+from vggtctl.services.metrics.pointcloud import ETH3D_TOLERANCES, PointCloudResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SceneReport:
+    """Everything measured on one scene. ``None`` metrics were skipped (see ``warnings``)."""
+
+    name: str
+    frames: list[str]
+    depth: dict[str, DepthResult] = field(default_factory=dict)
+    camera: CameraResult | None = None
+    pointcloud: PointCloudResult | None = None
+    pointcloud_alignment: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    vis_files: list[str] = field(default_factory=list)
+
+    def evaluated(self) -> bool:
+        return bool(self.depth) or self.camera is not None or self.pointcloud is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        depth = {}
+        for key, res in self.depth.items():
+            d = res.to_dict()
+            for row in d["per_frame"]:  # type: ignore[union-attr]
+                row["frame"] = self.frames[int(row["frame_index"])]
+            depth[key] = d
+        return {
+            "name": self.name,
+            "frames": self.frames,
+            "depth": depth,
+            "camera": self.camera.to_dict() if self.camera else None,
+            "pointcloud": self.pointcloud.to_dict() if self.pointcloud else None,
+            "pointcloud_alignment": self.pointcloud_alignment,
+            "warnings": self.warnings,
+            "timings_s": self.timings,
+            "vis_files": self.vis_files,
+        }
+
+
+@dataclass
+class EvalReport:
+    """The result of ``evaluate``: settings, provenance, versions, per-scene results and their mean."""
+
+    settings: dict[str, Any]
+    provenance: dict[str, Any] | None
+    versions: dict[str, str]
+    scenes: list[SceneReport]
+    warnings: list[str] = field(default_factory=list)
+    out: str | None = None
+
+    def mean(self) -> dict[str, Any]:
+        """Unweighted mean over the scenes that have each metric, with the count of those scenes."""
+        out: dict[str, Any] = {"depth": {}, "camera": None, "pointcloud": None}
+        aligns = {a for s in self.scenes for a in s.depth}
+        for a in sorted(aligns, key=list(DEPTH_ALIGNMENTS).index):
+            rows = [s.depth[a].metrics for s in self.scenes if a in s.depth]
+            keys = [k for k in rows[0] if k not in ("valid_pixels", "scale")]
+            out["depth"][a] = {"scenes": len(rows), **{k: _mean(r[k] for r in rows) for k in keys}}
+        cams = [s.camera.summary() for s in self.scenes if s.camera is not None]
+        if cams:
+            out["camera"] = {"scenes": len(cams), **{k: _mean(c[k] for c in cams) for k in cams[0]}}
+            out["camera"]["ate_scenes"] = sum(c["ate_rmse"] is not None for c in cams)
+        pcs = [s.pointcloud for s in self.scenes if s.pointcloud is not None]
+        if pcs:
+            pc: dict[str, Any] = {
+                "scenes": len(pcs),
+                **{k: _mean(p.summary()[k] for p in pcs) for k in pcs[0].summary()},
+            }
+            for name in ("precision", "recall", "f1"):
+                pc[name] = {t: _mean(getattr(p, name)[t] for p in pcs) for t in getattr(pcs[0], name)}
+            out["pointcloud"] = pc
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready report; any non-finite number becomes ``null`` (and is logged), never NaN."""
+        raw = {
+            "vggtctl": __version__,
+            "settings": self.settings,
+            "provenance": self.provenance,
+            "versions": self.versions,
+            "scenes": [s.to_dict() for s in self.scenes],
+            "mean": self.mean(),
+            "warnings": self.warnings,
+        }
+        return _finite(raw, "report")
+
+
+def _mean(values: Any) -> float | None:
+    """Mean of the values that exist (a scene may lack one number, e.g. ATE); None if none does."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _finite(obj: Any, where: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        log.warning("non-finite value at %s replaced by null", where)
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _provenance_dict(prov: Any) -> dict[str, Any] | None:
+    if prov is None:
+        return None
+    if hasattr(prov, "to_dict"):
+        return prov.to_dict()
+    try:
+        return asdict(prov)
+    except TypeError:
+        return {"repr": repr(prov)}
+
+
+def _settings(config: EvalConfig, root: Path) -> dict[str, Any]:
+    s = {
+        k: (str(v) if isinstance(v, Path) else (list(v) if isinstance(v, tuple) else v))
+        for k, v in asdict(config).items()
+    }
+    s["data"] = str(root)
+    if config.predictions is None:
+        s["model"] = config.model or DEFAULT_MODEL
+    s["protocol"] = {
+        "depth_valid_mask": "ground truth finite and > 0 (ETH3D inf and mask==2 already removed), model pixel grid",
+        "depth_aggregation": {a: AGGREGATION[a] for a in config.depth_align},
+        "depth_min_clamp": 1e-5,
+        "camera_pairs": "all i<j, relative pose T_i·T_j⁻¹ (world→camera)",
+        "translation_error": "sign-agnostic angle acos(|cos|) in [0°, 90°], zero baseline = 90°",
+        "auc": "AUC@30 = mean over t = 1..30° of the fraction of pairs with max(rot, trans) < t (np.histogram bins)",
+        "rra_rta_thresholds_deg": [5, 15, 30],
+        "ate": "RMSE of camera centres after Umeyama Sim(3) onto the calibration (metres)",
+        "pointcloud_points": "depth + predicted cameras" if config.points == "depth" else "point head",
+        "pointcloud_alignment": f"Umeyama Sim(3) on {'valid-pixel point correspondences' if config.pc_align == 'points' else 'camera centres'}"
+        + (f", then rigid point-to-point ICP ({config.icp_threshold} m)" if config.icp else ""),
+        "pointcloud_reference": "laser-scan points visible in the selected frames"
+        if config.pc_reference == "scan"
+        else "ground-truth depth unprojected at valid pixels",
+        "pointcloud_pixels": "predicted points at valid ground-truth depth pixels",
+        "pointcloud_metrics": "mean NN distances (acc: pred→gt, comp: gt→pred, overall: mean); P/R/F1 by plain NN "
+        "(simplified, not ETH3D's beam model)",
+        "pointcloud_weighting": "one point per valid pixel for predictions and GT depth; scans voxel-averaged",
+        "nn_search": f"voxel pyramid from {config.voxel_size} m (far points against coarser grids), "
+        f"at most {config.pc_max_points} seeded query points per side",
+        "tolerances_m": list(ETH3D_TOLERANCES),
+        "voxel_size_m": config.voxel_size,
+    }
+    return s
+
+
+def _versions() -> dict[str, str]:
+    out = {"vggtctl": __version__, "python": platform.python_version()}
+    for pkg in ("numpy", "scipy", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
