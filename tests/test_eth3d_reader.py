@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from vggtctl.data.depth import resample_depth, sample_depth
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera, Image, rotmat_to_qvec, write_model_text
+from vggtctl.io.meshlab import read_scan_alignment
 from vggtctl.services import camera_models, synthetic
-from vggtctl.services.eth3d import (
-    SUBSETS,
-    TRAINING_SCENES,
-    list_scenes,
-    open_scene,
-    read_scan_alignment,
-    resample_depth,
-    sample_depth,
-)
+from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES, list_scenes, open_scene
 from vggtctl.services.preprocess import ImageGeometry
 
 # the courtyard camera 0 of ETH3D's dslr_calibration_jpg (FACTS.md §1.3)

@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from vggtctl.data.depth import resample_depth
+from vggtctl.data.frames import select_frame_indices
 from vggtctl.errors import EvaluationError, InputError, UsageError
 from vggtctl.io.predictions import save_predictions
-from vggtctl.services.eth3d import open_scene, resample_depth
-from vggtctl.services.evaluate import EvalConfig, evaluate, select_frame_indices
+from vggtctl.services.eth3d import open_scene
+from vggtctl.services.evaluate import EvalConfig, evaluate
 from vggtctl.services.metrics import Sim3, camera_centres
 from vggtctl.services.metrics.pointcloud import unproject_depth
 from vggtctl.services.preprocess import intrinsics_to_model, load_images

@@ -36,6 +36,11 @@ def hf_hub_cache() -> Path:
     return base / "hub"
 
 
+def gt_depth_cache_dir() -> Path:
+    """Ground-truth depth on the model grid, cached by the data layer (safe to delete)."""
+    return vggtctl_home() / "cache" / "gt_depth"
+
+
 # ---------------------------------------------------------------- output paths, checked before any work
 
 

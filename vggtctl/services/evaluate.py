@@ -5,8 +5,9 @@ The recipe, per scene (phases marked below):
 1. select frames (all, or N by stride or seeded random sampling);
 2. get predictions: one forward of the model over all selected frames (through the shared loader, so
    quantized models and adapters evaluate the same way), or a saved ``vggtctl infer`` predictions file;
-3. ground truth in the model's pixel grid: ETH3D depth mapped into the undistorted image by the reader,
-   resampled without crossing invalid pixels; calibration intrinsics rescaled to the model frame;
+3. ground truth in the model's pixel grid, from the data layer (``vggtctl.data``): ETH3D depth mapped
+   from the distorted image straight onto the model grid without crossing invalid pixels (bounded
+   memory, disk-cached); calibration intrinsics rescaled to the model frame;
 4. metrics: depth (per alignment), cameras (relative angles, AUC@30, ATE), point cloud (Sim(3) + optional
    ICP, then accuracy/completeness/overall and P/R/F1) — each skipped with a warning when the scene lacks
    what it needs, or when its inputs are degenerate;
@@ -17,14 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vggtctl.errors import EvaluationError, InputError
+from vggtctl.data.frames import plan_frames, select_frame_indices
+from vggtctl.data.sample import SceneSample, load_sample, sample_from_geometries
+from vggtctl.errors import EvaluationError
 from vggtctl.paths import eth3d_dir
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.eval_config import _DOWNLOAD_HINT, DEFAULT_MODEL, EvalConfig
@@ -49,21 +51,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def select_frame_indices(n: int, config: EvalConfig, scene: str) -> list[int]:
-    """Indices (sorted) of the frames to evaluate out of ``n`` name-sorted frames.
-
-    ``stride``: every ``stride``-th frame from the first, then the first ``frames`` of those.
-    ``random``: ``frames`` distinct frames drawn with a generator seeded by ``(seed, crc32(scene))``, so a
-    scene gets the same frames whichever other scenes are evaluated.
-    """
-    if config.sample == "random":
-        k = min(config.frames or n, n)
-        rng = np.random.default_rng([config.seed, zlib.crc32(scene.encode())])
-        return sorted(int(i) for i in rng.choice(n, size=k, replace=False))
-    idx = list(range(0, n, config.stride))
-    return idx[: config.frames] if config.frames is not None else idx
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -167,14 +154,16 @@ def _evaluate_scene(
         images = preds.get("images")
     sr = SceneReport(name=scene.name, frames=[f.name for f in frames], warnings=notes)
     sr.timings["predict"] = time.perf_counter() - t0
-    s_count = len(frames)
-    gt_ext = np.stack([f.extrinsic for f in frames])
-    pred_ext = np.asarray(preds["extrinsic"], dtype=np.float64).reshape(s_count, 3, 4)
+    pred_ext = np.asarray(preds["extrinsic"], dtype=np.float64).reshape(len(frames), 3, 4)
 
-    # Phase 3: ground truth in the model's pixel grid
+    # Phase 3: ground truth in the model's pixel grid (the data layer; depth disk-cached)
     t1 = time.perf_counter()
-    gt_depth = _ground_truth_depth(scene, frames, geoms, sr, progress)
-    k_model = _model_intrinsics(frames, geoms)
+    has_gt = _has_ground_truth(scene, sr)
+    if has_gt:
+        progress.log(f"{scene.name}: ground-truth depth for {len(frames)} frames")
+    sample = sample_from_geometries(scene, frames, geoms, images=images, depth=has_gt, cache=True)
+    gt_depth = _ground_truth_depth(sample, sr)
+    k_model, gt_ext = sample.intrinsics, sample.extrinsics
     sr.timings["ground_truth"] = time.perf_counter() - t1
 
     # Phase 4: metrics
@@ -218,81 +207,33 @@ def _evaluate_scene(
     return sr, prov
 
 
-def plan_frames(scene: Any, config: EvalConfig) -> list[Any]:
-    """The frames of ``scene`` to run the model on, after checking their image files.
-
-    Raises:
-        InputError: Fewer than 2 frames, or an image that is missing or whose size differs from its
-            calibration (images and calibration from different downloads).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    frames = [scene.frames[i] for i in select_frame_indices(len(scene.frames), config, scene.name)]
-    if len(frames) < 2:
-        raise InputError(
-            f"scene {scene.name}: {len(frames)} frame(s) selected of {len(scene.frames)}, need at least 2",
-            "lower --stride or raise --frames",
-        )
-    hint = "the images and the calibration come from different downloads; " + _DOWNLOAD_HINT.format(
-        scene=scene.name, kinds="undistorted"
-    )
-    for f in frames:
-        if not f.image_path.is_file():
-            raise InputError(
-                f"scene {scene.name}: images.txt lists {f.name} but {f.image_path} does not exist", hint
-            )
-        try:
-            with Image.open(f.image_path) as im:  # reads the header only
-                size = im.size
-        except (OSError, UnidentifiedImageError) as e:
-            raise InputError(f"cannot read image {f.image_path}: {e}", hint) from None
-        if size != (f.width, f.height):
-            raise InputError(
-                f"scene {scene.name}: {f.image_path} is {size[0]}x{size[1]} but its calibration says "
-                f"{f.width}x{f.height}",
-                hint,
-            )
-    return frames
-
-
 def _run_model(
     scene: Any, frames: list[Any], config: EvalConfig, runner: _Runner, progress: Progress
 ) -> tuple[dict[str, np.ndarray], list[Any], np.ndarray]:
     from vggtctl.services.infer import predict
-    from vggtctl.services.preprocess import load_images
 
     progress.log(f"{scene.name}: {len(frames)} frames → model")
-    images, geoms = load_images(
-        [f.image_path for f in frames], mode=config.mode, target_size=runner.image_size
-    )
-    preds = predict(runner.model, images, device=runner.device, dtype=runner.dtype, progress=progress)
-    return preds, geoms, images
+    sample = load_sample(scene, frames, image_size=runner.image_size, mode=config.mode, depth=False)
+    preds = predict(runner.model, sample.images, device=runner.device, dtype=runner.dtype, progress=progress)
+    return preds, sample.geometries, sample.images
 
 
-def _ground_truth_depth(
-    scene: Any, frames: list[Any], geoms: list[Any], sr: SceneReport, progress: Progress
-) -> np.ndarray | None:
-    from vggtctl.services.eth3d import resample_depth
-
+def _has_ground_truth(scene: Any, sr: SceneReport) -> bool:
     if not scene.has_depth() or not scene.has_distorted_calibration():
         what = "ground-truth depth" if not scene.has_depth() else "the distorted calibration (jpg kind)"
         sr.warnings.append(
             f"no {what}: depth metrics skipped (get it: {_DOWNLOAD_HINT.format(scene=scene.name, kinds='depth,jpg')})"
         )
+        return False
+    return True
+
+
+def _ground_truth_depth(sample: SceneSample, sr: SceneReport) -> np.ndarray | None:
+    if sample.depth is None:
         return None
-    progress.log(f"{scene.name}: ground-truth depth for {len(frames)} frames")
-    out = np.stack([resample_depth(scene.gt_depth(f), g) for f, g in zip(frames, geoms, strict=True)]).astype(
-        np.float64
-    )
-    if not (out > 0).any():
+    if not sample.valid.any():  # type: ignore[union-attr]
         sr.warnings.append(
             "zero valid ground-truth depth pixels in the selected frames: depth metrics skipped"
         )
         return None
-    return out
-
-
-def _model_intrinsics(frames: list[Any], geoms: list[Any]) -> np.ndarray:
-    from vggtctl.services.preprocess import intrinsics_to_model
-
-    return np.stack([intrinsics_to_model(f.K, g) for f, g in zip(frames, geoms, strict=True)])
+    return sample.depth.astype(np.float64)
