@@ -143,13 +143,14 @@ def test_sample_depth_never_blends_an_edge() -> None:
     )
 
 
-
 def test_resample_depth_pools_valid_samples() -> None:
     d = np.array([[1, 2, 9, 9], [3, np.inf, 9, 0], [4, 4, np.nan, 7], [4, 4, 7, 7]], np.float32)
     out = resample_depth(d, ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2)))
     # lower median of the valid samples of each 2x2 block: {1,2,3} -> 2, {9,9,9} -> 9, {4,4,4,4} -> 4, {7,7,7} -> 7
     assert out.tolist() == [[2, 9], [4, 7]]
-    allbad = resample_depth(np.full((4, 4), np.inf, np.float32), ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2)))
+    allbad = resample_depth(
+        np.full((4, 4), np.inf, np.float32), ImageGeometry((4, 4), (2, 2), (0, 0), (2, 2))
+    )
     assert (allbad == 0).all()
 
 
@@ -321,3 +322,71 @@ def test_malformed_files_name_file_and_line(tmp_path: Path, synthetic_root: Path
     with pytest.raises(InputError, match="no distorted calibration") as e:
         open_scene(root).gt_depth(frame)
     assert "--kinds jpg" in (e.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("kind", "file", "garbage", "message"),
+    [
+        ("undistorted", "cameras.txt", "garbage", r"cameras\.txt:\d+: expected 'CAMERA_ID MODEL"),
+        (
+            "undistorted",
+            "cameras.txt",
+            "0 PINHOLE abc 213 1 1 1 1",
+            r"cameras\.txt:\d+: expected a number, got 'abc'",
+        ),
+        (
+            "undistorted",
+            "cameras.txt",
+            "5 FISHEYE 1 1 1",
+            r"cameras\.txt:\d+: unknown camera model 'FISHEYE'",
+        ),
+        ("undistorted", "images.txt", "1 2 3\n", r"images\.txt:\d+: expected 'IMAGE_ID QW"),
+        (
+            "jpg",
+            "cameras.txt",
+            "0 THIN_PRISM_FISHEYE 10 10 1 2",
+            r"cameras\.txt:\d+: THIN_PRISM_FISHEYE needs 12",
+        ),
+    ],
+)
+def test_a_garbage_calibration_line_gets_file_line_and_a_hint(
+    tmp_path: Path, synthetic_root: Path, kind: str, file: str, garbage: str, message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from vggtctl.cli.app import app
+
+    root = tmp_path / "synth_000"
+    shutil.copytree(synthetic_root / "synth_000", root)
+    folder = root / ("dslr_calibration_undistorted" if kind == "undistorted" else "dslr_calibration_jpg")
+    path = folder / file
+    path.write_text(path.read_text() + garbage + "\n")
+    with pytest.raises(InputError, match=message) as e:
+        open_scene(root).gt_depth(open_scene(root).frames[0]) if kind == "jpg" else open_scene(root)
+    assert (
+        e.value.hint
+        == f"the calibration is damaged; re-download it: vggtctl download eth3d --scenes synth_000 --kinds {kind}"
+    )
+    res = CliRunner().invoke(
+        app, ["evaluate", "--data", str(tmp_path), "--model", "tiny", "--pc-reference", "depth"]
+    )
+    assert res.exit_code == 1, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith(("Error:", "Hint:"))]
+    assert len(lines) == 2 and lines[1] == f"Hint: {e.value.hint}", res.output
+
+
+def test_colmap_reader_errors_all_carry_a_hint(tmp_path: Path) -> None:
+    from vggtctl.io.colmap import read_cameras_text, read_images_text, read_points3D_text
+
+    cases = [
+        (read_cameras_text, "cameras.txt", "1 PINHOLE 4 4 1 1 1\n"),
+        (read_images_text, "images.txt", "1 1 0 0 0 0 0 0 1 a.jpg\n1 2\n"),
+        (read_points3D_text, "points3D.txt", "1 0 0 0 255 255 255 0.5 7\n"),
+        (read_points3D_text, "points3D.txt", "1 0 0 x 255 255 255 0.5\n"),
+    ]
+    for reader, name, text in cases:
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(InputError, match=rf"{name}:\d+: ") as e:
+            reader(path)
+        assert e.value.hint and "re-export" in e.value.hint

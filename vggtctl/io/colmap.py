@@ -152,6 +152,13 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     return -q if q[0] < 0 else q
 
 
+# Every malformed-file error names file:line (or byte) and says what to do about it.
+_BAD_MODEL_HINT = (
+    "the file is damaged or not in COLMAP's format; re-export the model, or re-download it "
+    "if it came with a dataset (ETH3D: vggtctl download eth3d --scenes <scene>)"
+)
+
+
 def _data_lines(path: Path) -> list[tuple[int, str]]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -164,7 +171,7 @@ def _num(path: Path, lineno: int, tok: str, kind: type = float) -> float:
     try:
         return kind(tok)
     except ValueError:
-        raise InputError(f"{path}:{lineno}: expected a number, got {tok!r}") from None
+        raise InputError(f"{path}:{lineno}: expected a number, got {tok!r}", _BAD_MODEL_HINT) from None
 
 
 def read_cameras_text(path: str | os.PathLike[str]) -> dict[int, Camera]:
@@ -176,15 +183,21 @@ def read_cameras_text(path: str | os.PathLike[str]) -> dict[int, Camera]:
             continue
         parts = s.split()
         if len(parts) < 4:
-            raise InputError(f"{path}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...', got {s!r}")
+            raise InputError(
+                f"{path}:{lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...', got {s!r}",
+                _BAD_MODEL_HINT,
+            )
         model = parts[1]
         if model not in CAMERA_MODELS:
             raise InputError(
-                f"{path}:{lineno}: unknown camera model {model!r}", f"known: {', '.join(CAMERA_MODELS)}"
+                f"{path}:{lineno}: unknown camera model {model!r}",
+                f"known: {', '.join(CAMERA_MODELS)}; {_BAD_MODEL_HINT}",
             )
         n = CAMERA_MODELS[model]
         if len(parts) != 4 + n:
-            raise InputError(f"{path}:{lineno}: {model} needs {n} parameters, got {len(parts) - 4}")
+            raise InputError(
+                f"{path}:{lineno}: {model} needs {n} parameters, got {len(parts) - 4}", _BAD_MODEL_HINT
+            )
         cid = int(_num(path, lineno, parts[0], int))
         params = np.array([_num(path, lineno, t) for t in parts[4:]], dtype=np.float64)
         cams[cid] = Camera(
@@ -207,7 +220,8 @@ def read_images_text(path: str | os.PathLike[str]) -> dict[int, Image]:
         parts = s.split()
         if len(parts) < 10:
             raise InputError(
-                f"{path}:{lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {s.strip()!r}"
+                f"{path}:{lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', got {s.strip()!r}",
+                _BAD_MODEL_HINT,
             )
         iid = int(_num(path, lineno, parts[0], int))
         q = np.array([_num(path, lineno, t) for t in parts[1:5]])
@@ -220,7 +234,9 @@ def read_images_text(path: str | os.PathLike[str]) -> dict[int, Image]:
             l2no, s2 = lines[i + 1]
             toks = s2.split()
             if len(toks) % 3:
-                raise InputError(f"{path}:{l2no}: POINTS2D line must hold triples 'X Y POINT3D_ID'")
+                raise InputError(
+                    f"{path}:{l2no}: POINTS2D line must hold triples 'X Y POINT3D_ID'", _BAD_MODEL_HINT
+                )
             if toks:
                 arr = np.array([_num(path, l2no, tk) for tk in toks]).reshape(-1, 3)
                 xys, ids = arr[:, :2], arr[:, 2].astype(np.int64)
@@ -239,7 +255,8 @@ def read_points3D_text(path: str | os.PathLike[str]) -> dict[int, Point3D]:
         parts = s.split()
         if len(parts) < 8 or (len(parts) - 8) % 2:
             raise InputError(
-                f"{path}:{lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]', got {s[:80]!r}"
+                f"{path}:{lineno}: expected 'POINT3D_ID X Y Z R G B ERROR TRACK[]', got {s[:80]!r}",
+                _BAD_MODEL_HINT,
             )
         vals = [_num(path, lineno, t) for t in parts]
         track = np.array(vals[8:], dtype=np.int64).reshape(-1, 2)
@@ -447,7 +464,8 @@ class _Bin:
     def done(self) -> None:
         if self.pos != len(self.data):
             raise InputError(
-                f"{self.path}: {len(self.data) - self.pos} unexpected bytes after the last record"
+                f"{self.path}: {len(self.data) - self.pos} unexpected bytes after the last record",
+                _BAD_MODEL_HINT,
             )
 
 
@@ -458,7 +476,9 @@ def read_cameras_binary(path: str | os.PathLike[str]) -> dict[int, Camera]:
         at = b.pos
         cid, model_id, width, height = b.unpack("<iiQQ")
         if model_id not in _MODEL_NAMES:
-            raise InputError(f"{b.path}: camera {cid} at byte {at} has unknown model id {model_id}")
+            raise InputError(
+                f"{b.path}: camera {cid} at byte {at} has unknown model id {model_id}", _BAD_MODEL_HINT
+            )
         model = _MODEL_NAMES[model_id]
         params = b.array(np.dtype("<f8"), CAMERA_MODELS[model]).astype(np.float64)
         cams[cid] = Camera(cid, model, int(width), int(height), params)
