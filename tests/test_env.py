@@ -81,3 +81,22 @@ def test_env_survives_a_broken_torch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert "this torch is broken" in d["cuda"]["error"] and d["cuda"]["available"] is False
+
+
+def test_env_reports_cpu_bf16_support_and_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    r = runner.invoke(app, ["env", "--json"])
+    assert r.exit_code == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["dist"] == {"rank": 3, "local_rank": 1, "world_size": 4}
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    if flags:
+        native = sorted(flags & {"amx_bf16", "avx512_bf16", "bf16"})
+        cpu = d["cpu"]
+        assert cpu["bf16_native"] is bool(native) and sorted(cpu["bf16_flags"]) == native
+        assert cpu["auto_dtype"] == ("bf16" if native else "fp32")
+        assert cpu["bf16"].startswith("native (" if native else "emulated")
+    table = runner.invoke(app, ["env"])
+    assert table.exit_code == 0 and "bf16" in table.stdout and "auto_dtype" in table.stdout

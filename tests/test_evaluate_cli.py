@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tests.test_evaluate import truth_predictions
 from vggtctl.cli.app import app
+from vggtctl.runtime import resolve_dtype
 
 runner = CliRunner()
 
@@ -154,7 +155,9 @@ def test_tiny_model_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     assert all_finite(report)
     assert report["provenance"]["preset"] == "tiny"
     assert (
-        report["settings"]["resolved_device"] == "cpu" and report["settings"]["resolved_dtype"] == "float32"
+        report["settings"]["resolved_device"] == "cpu"
+        and report["settings"]["resolved_dtype"] == resolve_dtype("auto", "cpu").name
+        and report["settings"]["resolved_dtype_reason"].startswith("CPU bf16 ")
     )
     scene = report["scenes"][0]
     assert scene["frames"] == [f"dslr_images_undistorted/DSC_000{i}.JPG" for i in range(3)]

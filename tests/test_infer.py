@@ -22,6 +22,16 @@ from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original
 runner = CliRunner()
 
 
+def _cpu_auto_dtype() -> str:
+    """What ``--dtype auto`` must pick on this CPU: bf16 only with a native-bf16 flag in /proc/cpuinfo."""
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    if not flags:
+        from vggtctl.runtime.precision import probe_cpu_bf16
+
+        return "bfloat16" if probe_cpu_bf16()["speedup"] > 1 else "float32"
+    return "bfloat16" if flags & {"amx_bf16", "avx512_bf16", "bf16"} else "float32"
+
+
 def _images(folder: Path, n: int = 3, size: tuple[int, int] = (224, 168)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -51,7 +61,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict
 def test_summary_json_and_stage_timings(run: dict[str, Any]) -> None:
     res = run["result"]
     assert res["frames"] == 3 and res["image_size_hw"] == [126, 168]  # 224x168 at target 168: 4:3 -> 168x126
-    assert res["device"] == "cpu" and res["dtype"] == "float32" and res["preset"] == "tiny"
+    assert res["device"] == "cpu" and res["dtype"] == _cpu_auto_dtype() and res["preset"] == "tiny"
     assert set(res["files"]) == {"npz", "ply", "colmap", "meta"}
     for stage in (
         "collect inputs",
@@ -189,6 +199,20 @@ def test_meta_json(run: dict[str, Any], tiny_checkpoint: Path) -> None:
     assert meta["settings"]["mode"] == "crop" and meta["colmap_units"] == "original"
     assert meta["colmap_format"] == "bin" and meta["settings"]["colmap_format"] == "bin"
     assert [f["name"] for f in meta["frames"]] == ["view_0.png", "view_1.PNG", "view_2.png"]
+    # --dtype auto: the choice and why it was made are recorded.
+    assert meta["settings"]["dtype"] == "auto" and meta["resolved"]["dtype"] == _cpu_auto_dtype()
+    reason = meta["resolved"]["dtype_reason"]
+    assert reason.startswith("CPU bf16 ") and ("native" in reason) == (_cpu_auto_dtype() == "bfloat16")
+
+
+def test_explicit_dtype_is_recorded_as_requested(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "out"
+    r = _invoke("infer", _images(tmp_path / "im", n=2), "--model", tiny_checkpoint, "--out", out,
+                "--format", "npz", "--dtype", "fp32", "--json")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["dtype"] == "float32"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["resolved"]["dtype"] == "float32" and meta["resolved"]["dtype_reason"] == "requested"
 
 
 def test_model_units_head_points_and_video(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -189,7 +189,7 @@ def test_plot_png_and_html(tmp_path: Path) -> None:
 
 
 def test_gpu_report_never_fails(tmp_path: Path) -> None:
-    from vggtctl.services.monitor.gpu import query_gpus
+    from vggtctl.runtime.gpu import query_gpus
 
     r = _run(str(_fresh(write(tmp_path, "t.log", torchrun_log()))), "--gpu", "--json")
     assert r.exit_code == 0, r.output

@@ -25,7 +25,7 @@ Examples:
 def env_command(
     json_out: JsonOption = False,
 ) -> None:
-    """Show versions (vggtctl, python, torch, CUDA, NCCL, ...), GPUs, caches and environment variables."""
+    """Show versions (vggtctl, python, torch, CUDA, NCCL, ...), GPUs, CPU bf16 support, caches and env variables."""
     from vggtctl.paths import home_problem
     from vggtctl.services.env_report import collect_env
 
@@ -53,18 +53,20 @@ def _render(console: Any, r: dict[str, Any]) -> None:
     section("packages", list(r["packages"].items()))
     cuda = r["cuda"]
     section("CUDA", [(k, v) for k, v in cuda.items()])
+    section("CPU", list(r["cpu"].items()))
     gpus = r["gpus"]
     section(
         "GPUs",
         [
             (
                 f"cuda:{g['index']}",
-                f"{g['name']}, {g['memory_total_mb']} MB, cc {g['compute_capability'] or '?'}",
+                f"{g['name']}, {g['memory_total_mb'] or 0:,.0f} MiB, cc {g['compute_capability'] or '?'}",
             )
             for g in gpus
         ]
         or [("", "none visible")],
     )
+    section("processes", list(r["dist"].items()))
     section("paths", list(r["paths"].items()))
     section("cached weights", [("", w) for w in r["cached_weights"]] or [("", "none")])
     section("environment", list(r["env"].items()), none="unset")

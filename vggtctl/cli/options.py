@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from vggtctl.runtime.precision import DTYPE_HELP
 from vggtctl.utils.devices import device_problem, normalize_device
 
 
@@ -83,9 +84,7 @@ DeviceOption = Annotated[
 ]
 DtypeOption = Annotated[
     Dtype,
-    typer.Option(
-        "--dtype", help="auto = bf16 on GPUs with compute capability >= 8, fp16 on older ones, fp32 on CPU."
-    ),
+    typer.Option("--dtype", help=DTYPE_HELP),
 ]
 ScenesOption = Annotated[
     list[str] | None,

@@ -42,7 +42,10 @@ def stdout_console() -> Console:
 
 
 def is_rank_zero() -> bool:
-    return os.environ.get("RANK", "0") in ("0", "") and os.environ.get("LOCAL_RANK", "0") in ("0", "")
+    """Progress and logs only on rank 0: the same rule as the run directory's writer (vggtctl.runtime.dist)."""
+    from vggtctl.runtime.dist import is_rank_zero as _is_rank_zero
+
+    return _is_rank_zero()
 
 
 class _RichTask:

@@ -11,13 +11,11 @@ import dataclasses
 import enum
 import json
 import os
-import platform
 import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,18 +23,12 @@ import yaml
 
 from vggtctl.errors import InputError, UsageError
 from vggtctl.runs import layout
+from vggtctl.runtime.dist import dist_info
+from vggtctl.runtime.versions import VERSIONED, versions
 from vggtctl.utils.atomic import _json_default, atomic_write_json, atomic_write_text
 
-_VERSIONED = (
-    "vggtctl",
-    "torch",
-    "numpy",
-    "safetensors",
-    "huggingface_hub",
-    "transformers",
-    "peft",
-    "deepspeed",
-)
+# Run directories also record the training stack (the extras of vggtctl[train]).
+_VERSIONED = VERSIONED + ("deepspeed",)
 
 
 def utc_now_iso(when: float | None = None) -> str:
@@ -107,27 +99,18 @@ def _plain(value: Any, where: str = "config") -> Any:
     )
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
 class RunDir:
     """One run directory: paths, a rank-0 writer, and readers.
 
     Args:
         path: The run directory.
-        rank: This process's rank; default ``$RANK`` (torchrun) or 0. Only rank 0 writes.
+        rank: This process's rank; default from the launcher's environment (:func:`vggtctl.runtime.dist_info`:
+            ``RANK``, else ``LOCAL_RANK``, else SLURM's, else 0). Only rank 0 writes.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, rank: int | None = None) -> None:
         self.path = Path(path)
-        self.rank = int(os.environ.get("RANK") or 0) if rank is None else rank
+        self.rank = dist_info().rank if rank is None else rank
         self._metrics_file: IO[str] | None = None
         self._status: RunStatus | None = None
 
@@ -197,7 +180,7 @@ class RunDir:
                 command line are added.
             total_steps: Planned number of steps, when known.
             exist_ok: Allow an existing run directory (resume).
-            rank: This process's rank (default ``$RANK`` or 0).
+            rank: This process's rank (default: :func:`vggtctl.runtime.dist_info`).
 
         Returns:
             The run directory handle.
@@ -223,7 +206,7 @@ class RunDir:
             "created_at": utc_now_iso(),
             "host": socket.gethostname(),
             "argv": list(sys.argv),
-            "versions": _versions(),
+            "versions": versions(_VERSIONED),
         }
         facts.update(_plain(dict(meta or {}), "meta"))
         atomic_write_json(run.meta_path, facts)

@@ -15,6 +15,9 @@ from typing import Any
 
 from vggtctl import __version__
 from vggtctl.paths import eth3d_dir, hf_hub_cache, vggtctl_home
+from vggtctl.runtime.dist import dist_info
+from vggtctl.runtime.gpu import GpuInfo, NvmlSession, torch_gpus
+from vggtctl.runtime.precision import cpu_auto_dtype, cpu_bf16_support
 
 NOT_INSTALLED = "not installed"
 # (label, distribution names to try in order)
@@ -64,16 +67,6 @@ _SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY")
 
 
 @dataclass
-class GpuInfo:
-    """One visible GPU."""
-
-    index: int
-    name: str
-    memory_total_mb: int | None = None
-    compute_capability: str | None = None
-
-
-@dataclass
 class EnvReport:
     """Everything ``vggtctl env`` shows."""
 
@@ -82,7 +75,9 @@ class EnvReport:
     platform: str
     packages: dict[str, str]
     cuda: dict[str, Any]
+    cpu: dict[str, Any] = field(default_factory=dict)
     gpus: list[GpuInfo] = field(default_factory=list)
+    dist: dict[str, int] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     cached_weights: list[str] = field(default_factory=list)
     env: dict[str, str | None] = field(default_factory=dict)
@@ -139,11 +134,7 @@ def _torch_facts(report: EnvReport) -> None:
                 cuda["nccl"] = None
         if cuda["available"]:
             cuda["device_count"] = torch.cuda.device_count()
-            for i in range(torch.cuda.device_count()):
-                props = torch.cuda.get_device_properties(i)
-                report.gpus.append(
-                    GpuInfo(i, props.name, int(props.total_memory // 2**20), f"{props.major}.{props.minor}")
-                )
+            report.gpus.extend(torch_gpus())
     except Exception as e:  # noqa: BLE001
         cuda["error"] = f"{type(e).__name__}: {e}"
     report.cuda = cuda
@@ -151,38 +142,50 @@ def _torch_facts(report: EnvReport) -> None:
 
 def _nvml_facts(report: EnvReport) -> None:
     """Driver version (and GPUs when torch has no CUDA) from NVML, if the library and a driver exist."""
+    with NvmlSession() as nvml:
+        nv = nvml.query()
+    if nv.driver:
+        report.cuda["driver"] = nv.driver
+    if not report.gpus and nv.gpus:
+        report.gpus.extend(nv.gpus)
+        if not report.cuda.get("available"):
+            report.notes.append(
+                "NVIDIA GPUs are present but torch cannot use them: install a CUDA build of torch"
+            )
+    elif nv.note and nv.note.startswith("NVML query failed"):
+        report.notes.append(nv.note)
+
+
+def _cpu_facts(report: EnvReport) -> None:
+    """The CPU's bf16 support from its flags (no probe: `env` answers at once) and what ``--dtype auto`` picks."""
+    support = cpu_bf16_support()
+    report.cpu = {
+        "model": _cpu_model(),
+        "count": os.cpu_count(),
+        "bf16": support.describe(),
+        "bf16_native": support.native,
+        "bf16_flags": list(support.flags),
+        "auto_dtype": cpu_auto_dtype(set(support.flags))
+        if support.native is not None
+        else "probed at run time",
+    }
     try:
-        import pynvml
-    except Exception:  # noqa: BLE001
-        return
+        import torch
+
+        report.cpu["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        report.cpu["torch_threads"] = torch.get_num_threads()
+    except Exception as e:  # noqa: BLE001 - a broken torch is reported under cuda already
+        report.cpu["torch_cpu_capability"] = f"unknown ({type(e).__name__})"
+
+
+def _cpu_model() -> str:
     try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVIDIA driver: nothing to add
-        return
-    try:
-        drv = pynvml.nvmlSystemGetDriverVersion()
-        report.cuda["driver"] = drv.decode() if isinstance(drv, bytes) else str(drv)
-        if not report.gpus:
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                h = pynvml.nvmlDeviceGetHandleByIndex(i)
-                name = pynvml.nvmlDeviceGetName(h)
-                mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-                report.gpus.append(
-                    GpuInfo(
-                        i, name.decode() if isinstance(name, bytes) else str(name), int(mem.total // 2**20)
-                    )
-                )
-            if report.gpus and not report.cuda.get("available"):
-                report.notes.append(
-                    "NVIDIA GPUs are present but torch cannot use them: install a CUDA build of torch"
-                )
-    except Exception as e:  # noqa: BLE001
-        report.notes.append(f"NVML query failed: {type(e).__name__}: {e}")
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            if line.startswith("model name") or line.startswith("Model"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cached_weights() -> list[str]:
@@ -216,6 +219,9 @@ def collect_env() -> EnvReport:
     )
     _torch_facts(report)
     _nvml_facts(report)
+    _cpu_facts(report)
+    d = dist_info()
+    report.dist = {"rank": d.rank, "local_rank": d.local_rank, "world_size": d.world_size}
     report.paths = {
         "vggtctl_home": str(vggtctl_home()),
         "hf_hub_cache": str(hf_hub_cache()),

@@ -10,8 +10,6 @@ import contextlib
 import logging
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vggtctl import __version__
 from vggtctl.errors import ConfigError, InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
 from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
+from vggtctl.runtime import DTYPE_CHOICES, resolve_device, resolve_dtype, versions
+from vggtctl.runtime.precision import DtypeChoice, autocast
 from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
 from vggtctl.utils.atomic import atomic_open, atomic_write_json
 from vggtctl.utils.devices import device_problem
@@ -39,55 +38,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 FORMATS = ("npz", "ply", "colmap")
 POINT_SOURCES = ("depth", "head")
 COLMAP_UNITS = ("original", "model")
-DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+DTYPES = DTYPE_CHOICES
 CONF_THRESHOLD_RULE = "a finite number, or a percentage in [0%, 100%]"
-
-
-# ---------------------------------------------------------------- device / dtype
-
-
-def resolve_device(device: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without a GPU is a usage error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(
-            f"--device {device} but torch {torch.__version__} sees no CUDA GPU",
-            "use --device cpu, or install a CUDA build of torch (docs/install.md)",
-        )
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def resolve_dtype(dtype: str = "auto", device: str = "cpu") -> torch.dtype:
-    """Compute precision: ``auto`` = bf16 on GPUs with compute capability >= 8, fp16 on older GPUs,
-    fp32 on CPU (the reference demos' choice)."""
-    import torch
-
-    from vggtctl.services.model_loader import parse_dtype
-
-    if dtype != "auto":
-        parsed = parse_dtype(dtype)
-        assert parsed is not None
-        return parsed
-    if device.startswith("cuda"):
-        major, _ = torch.cuda.get_device_capability(torch.device(device))
-        return torch.bfloat16 if major >= 8 else torch.float16
-    return torch.float32
-
-
-def _autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[Any]:
-    import torch
-
-    if dtype is None or dtype == torch.float32:
-        return contextlib.nullcontext()
-    # Weights stay float32 and autocast lowers the matmuls, as the reference demos do; the model keeps
-    # its heads in float32 itself.
-    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 # ---------------------------------------------------------------- predict
@@ -102,7 +54,7 @@ def predict(
     images: np.ndarray | torch.Tensor,
     *,
     device: str = "cpu",
-    dtype: torch.dtype | str | None = None,
+    dtype: DtypeChoice | torch.dtype | str | None = None,
     query_points: np.ndarray | torch.Tensor | None = None,
     progress: Progress = NULL_PROGRESS,
 ) -> dict[str, np.ndarray]:
@@ -125,7 +77,6 @@ def predict(
     import torch
 
     from vggtctl.models.vggt.geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
-    from vggtctl.services.model_loader import parse_dtype
 
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.ndim != 4 or x.shape[1] != 3:
@@ -138,7 +89,7 @@ def predict(
     if query_points is not None:
         kwargs["query_points"] = torch.as_tensor(np.asarray(query_points, dtype=np.float32)).to(device)
     t0 = time.perf_counter()
-    with torch.inference_mode(), _autocast(device, parse_dtype(dtype)):
+    with torch.inference_mode(), autocast(device, dtype):
         out = model(x, **kwargs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -424,21 +375,6 @@ def colmap_cameras(
     return np.stack(Ks), sizes  # type: ignore[return-value]
 
 
-def _versions() -> dict[str, str]:
-    import numpy
-    import PIL
-    import torch
-
-    return {
-        "vggtctl": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "pillow": PIL.__version__,
-        "platform": sys.platform,
-    }
-
-
 # ---------------------------------------------------------------- the command
 
 
@@ -540,7 +476,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
                 out / "colmap", preds["extrinsic"], Ks, sizes, names, xyz, rgb, config.colmap_format
             )
             files["colmap"] = str(out / "colmap")
-    dtype_name = str(dtype).replace("torch.", "")
+    dtype_name = dtype.name
     result = InferResult(
         out_dir=str(out),
         frames=len(frames),
@@ -563,12 +499,17 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         "tool": "vggtctl infer",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "provenance": prov.to_dict(),
-        "versions": _versions(),
+        "versions": versions(),
         "settings": {
             k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
             for k, v in asdict(config).items()
         },
-        "resolved": {"device": result.device, "dtype": dtype_name, "conf_threshold_value": thr},
+        "resolved": {
+            "device": result.device,
+            "dtype": dtype_name,
+            "dtype_reason": dtype.reason,
+            "conf_threshold_value": thr,
+        },
         "frames": [
             {
                 "name": n,

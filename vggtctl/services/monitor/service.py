@@ -18,8 +18,8 @@ from typing import BinaryIO
 from vggtctl.errors import InputError
 from vggtctl.runs import layout
 from vggtctl.runs.rundir import RunDir, RunStatus
+from vggtctl.runtime.gpu import NvmlSession
 from vggtctl.services.monitor.follow import FileTail
-from vggtctl.services.monitor.gpu import NvmlSession
 from vggtctl.services.monitor.parse import (
     FORMATS_TRIED,
     Event,

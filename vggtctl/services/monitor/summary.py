@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from vggtctl.services.monitor.gpu import GpuReport
+from vggtctl.runtime.gpu import GpuReport
 from vggtctl.services.monitor.stats import RateStats, linear_slope, quantile
 from vggtctl.services.monitor.tracker import Restart, Series, Tracker
 

@@ -1,5 +1,9 @@
-"""GPU memory and utilisation through NVML (nvidia-ml-py). Never raises: without a driver or GPU the
-report says why."""
+"""GPU facts: one :class:`GpuInfo` whether torch or NVML (nvidia-ml-py) reported it. Never raises.
+
+``vggtctl env`` asks torch (names, memory, compute capability of the GPUs torch can use) and NVML
+(the driver; GPUs torch cannot use); ``vggtctl monitor --gpu`` asks NVML repeatedly for memory in use
+and utilisation. Both return the same record; fields a source does not know stay ``None``.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +17,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GpuInfo:
-    """One GPU as NVML sees it (NVML indexes; ``CUDA_VISIBLE_DEVICES`` does not renumber them)."""
+    """One GPU.
+
+    ``index`` is the source's numbering: torch's counts the GPUs ``CUDA_VISIBLE_DEVICES`` leaves visible,
+    NVML's counts every GPU of the machine (``source`` says which). Memory is in MiB.
+    """
 
     index: int
     name: str
-    memory_used_mb: float
-    memory_total_mb: float
-    utilization_pct: float | None
-    memory_utilization_pct: float | None
+    memory_total_mb: float | None = None
+    memory_used_mb: float | None = None
+    utilization_pct: float | None = None
+    memory_utilization_pct: float | None = None
+    compute_capability: str | None = None
+    source: str = "nvml"
 
 
 @dataclass
@@ -35,6 +45,27 @@ class GpuReport:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def torch_gpus() -> list[GpuInfo]:
+    """The GPUs torch can use (empty without CUDA). Raises whatever torch raises: callers report it."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    out = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        out.append(
+            GpuInfo(
+                i,
+                props.name,
+                memory_total_mb=float(props.total_memory // 2**20),
+                compute_capability=f"{props.major}.{props.minor}",
+                source="torch",
+            )
+        )
+    return out
 
 
 class NvmlSession:
@@ -81,29 +112,38 @@ class NvmlSession:
         gpus = []
         for i in range(count):
             try:
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                mem = nv.nvmlDeviceGetMemoryInfo(h)
-                try:
-                    util = nv.nvmlDeviceGetUtilizationRates(h)
-                    gpu_util, mem_util = float(util.gpu), float(util.memory)
-                except Exception:  # noqa: BLE001 - not supported on some GPUs / MIG slices
-                    gpu_util = mem_util = None
-                gpus.append(
-                    GpuInfo(
-                        i,
-                        _text(nv.nvmlDeviceGetName(h)),
-                        mem.used / 2**20,
-                        mem.total / 2**20,
-                        gpu_util,
-                        mem_util,
-                    )
-                )
+                gpus.append(self._one(nv, i))
             except Exception as e:  # noqa: BLE001
                 log.debug("GPU %d: %s", i, e)
         return GpuReport(True, gpus, driver)
 
+    @staticmethod
+    def _one(nv: ModuleType, i: int) -> GpuInfo:
+        h = nv.nvmlDeviceGetHandleByIndex(i)
+        mem = nv.nvmlDeviceGetMemoryInfo(h)
+        try:
+            util = nv.nvmlDeviceGetUtilizationRates(h)
+            gpu_util, mem_util = float(util.gpu), float(util.memory)
+        except Exception:  # noqa: BLE001 - not supported on some GPUs / MIG slices
+            gpu_util = mem_util = None
+        try:
+            major, minor = nv.nvmlDeviceGetCudaComputeCapability(h)
+            cc: str | None = f"{major}.{minor}"
+        except Exception:  # noqa: BLE001 - old drivers
+            cc = None
+        return GpuInfo(
+            i,
+            _text(nv.nvmlDeviceGetName(h)),
+            memory_total_mb=mem.total / 2**20,
+            memory_used_mb=mem.used / 2**20,
+            utilization_pct=gpu_util,
+            memory_utilization_pct=mem_util,
+            compute_capability=cc,
+            source="nvml",
+        )
+
 
 def query_gpus() -> GpuReport:
-    """One-shot GPU report (initialises and shuts down NVML)."""
+    """One-shot NVML report (initialises and shuts down NVML)."""
     with NvmlSession() as nvml:
         return nvml.query()

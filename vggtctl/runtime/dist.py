@@ -1,0 +1,59 @@
+"""Rank and world size from the launcher's environment: one rule for the CLI output and the run directory.
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; SLURM's ``srun`` sets ``SLURM_PROCID``,
+``SLURM_LOCALID`` and ``SLURM_NTASKS``. The torchrun names win when both are present (torchrun inside a
+SLURM allocation). A process that sees none of them is rank 0 of 1. An empty or malformed value counts
+as unset: a rank that cannot be read must not silence rank 0's output or make every process write.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands in a (possibly single-process) job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_rank_zero(self) -> bool:
+        """Only global rank 0 writes files and prints progress."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _int(env: Mapping[str, str], *names: str) -> int | None:
+    for name in names:
+        raw = env.get(name, "").strip()
+        if raw.isdigit():
+            return int(raw)
+    return None
+
+
+def dist_info(env: Mapping[str, str] | None = None) -> DistInfo:
+    """Rank, local rank and world size from ``env`` (default ``os.environ``).
+
+    ``LOCAL_RANK`` alone (some launchers set only it on one node) also decides the global rank.
+    """
+    env = os.environ if env is None else env
+    local = _int(env, "LOCAL_RANK", "SLURM_LOCALID")
+    rank = _int(env, "RANK", "SLURM_PROCID")
+    if rank is None:
+        rank = local if local is not None else 0
+    world = _int(env, "WORLD_SIZE", "SLURM_NTASKS")
+    world = max(world if world is not None else 1, rank + 1)
+    return DistInfo(rank=rank, local_rank=local if local is not None else 0, world_size=world)
+
+
+def is_rank_zero(env: Mapping[str, str] | None = None) -> bool:
+    """True on global rank 0 (and in every single-process run)."""
+    return dist_info(env).is_rank_zero
