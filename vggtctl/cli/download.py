@@ -10,6 +10,7 @@ import typer
 from vggtctl.cli.errors import mapped_errors
 from vggtctl.cli.options import JsonOption, ScenesOption, split_list
 from vggtctl.cli.output import Output
+from vggtctl.utils.fmt import bytes_si
 
 ETH3D_EPILOG = """\
 Examples:
@@ -199,17 +200,6 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "?"
-    x = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if x < 1000 or unit == "TB":
-            return f"{int(x)} {unit}" if unit == "B" else f"{x:.1f} {unit}"
-        x /= 1000
-    return f"{x:.1f} TB"
-
-
 def _render_plan(console: Any, d: dict[str, Any]) -> None:
     from rich.table import Table
 
@@ -217,11 +207,11 @@ def _render_plan(console: Any, d: dict[str, Any]) -> None:
     for col in ("archive", "size", "size from", "on disk", "to fetch"):
         table.add_column(col, justify="right" if col in ("size", "to fetch") else "left")
     for a in d["archives"]:
-        state = a["state"] if a["state"] != "partial" else f"partial ({_size(a['have_bytes'])})"
-        table.add_row(a["name"], _size(a["bytes"]), a["size_source"], state, _size(a["to_fetch"]))
+        state = a["state"] if a["state"] != "partial" else f"partial ({bytes_si(a['have_bytes'])})"
+        table.add_row(a["name"], bytes_si(a["bytes"]), a["size_source"], state, bytes_si(a["to_fetch"]))
     console.print(table)
-    console.print(f"total {_size(d['total_bytes'])}, to fetch {_size(d['fetch_bytes'])}, "
-                  f"disk needed {_size(d['disk_needed'])} (free {_size(d['disk_free'])})")  # fmt: skip
+    console.print(f"total {bytes_si(d['total_bytes'])}, to fetch {bytes_si(d['fetch_bytes'])}, "
+                  f"disk needed {bytes_si(d['disk_needed'])} (free {bytes_si(d['disk_free'])})")  # fmt: skip
     console.print(f"into {d['out']}")
 
 
@@ -232,10 +222,10 @@ def _render_report(console: Any, d: dict[str, Any]) -> None:
     for col in ("archive", "size", "status", "files", "seconds"):
         table.add_column(col, justify="left" if col in ("archive", "status") else "right")
     for a in d["archives"]:
-        status = a["status"] + (f" (resumed at {_size(a['resumed_from'])})" if a["resumed_from"] else "")
-        table.add_row(a["name"], _size(a["bytes"]), status, str(a["files"] or ""), f"{a['seconds']:.1f}")
+        status = a["status"] + (f" (resumed at {bytes_si(a['resumed_from'])})" if a["resumed_from"] else "")
+        table.add_row(a["name"], bytes_si(a["bytes"]), status, str(a["files"] or ""), f"{a['seconds']:.1f}")
     console.print(table)
-    console.print(f"downloaded {_size(d['downloaded_bytes'])} in {d['seconds']:.1f} s")
+    console.print(f"downloaded {bytes_si(d['downloaded_bytes'])} in {d['seconds']:.1f} s")
     console.print(f"ETH3D data in: {d['out']}")
 
 

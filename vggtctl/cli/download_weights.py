@@ -15,7 +15,8 @@ import typer
 from vggtctl.cli.errors import mapped_errors
 from vggtctl.cli.options import JsonOption, PresetOption, RevisionOption
 from vggtctl.cli.output import Output
-from vggtctl.services.hub import DEFAULT_REPO
+from vggtctl.defaults import DEFAULT_REPO
+from vggtctl.utils.fmt import bytes_si
 
 EPILOG = """\
 Examples:
@@ -68,16 +69,6 @@ def weights_command(
     output.result(data, lambda console: _render(console, data))
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "size unknown"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
 def _render(console: Any, d: dict[str, Any]) -> None:
     what = d["repo"] + (f"@{d['revision']}" if d["revision"] else "") if d["repo"] else "tiny (generated)"
     if d["dry_run"]:
@@ -88,7 +79,7 @@ def _render(console: Any, d: dict[str, Any]) -> None:
             if d["source"] == "hub"
             else "would write"
         )
-        console.print(f"{what}: {d['filename']} ({_size(d['size'])}), {state}")
+        console.print(f"{what}: {d['filename']} ({bytes_si(d['size'], 'size unknown')}), {state}")
         console.print(f"path: {d['path']}")
         if d["sha256"]:
             console.print(f"sha256: {d['sha256']}")
@@ -96,7 +87,7 @@ def _render(console: Any, d: dict[str, Any]) -> None:
     verb = (
         "generated" if d["source"] == "generated" else "downloaded" if d["downloaded"] else "already cached"
     )
-    console.print(f"{what}: {d['filename']} ({_size(d['size'])}) {verb}")
+    console.print(f"{what}: {d['filename']} ({bytes_si(d['size'], 'size unknown')}) {verb}")
     if d["commit"]:
         console.print(f"commit: {d['commit']}")
     console.print(f"path: {d['path']}")

@@ -21,7 +21,7 @@ from vggtctl.cli.options import (
     RevisionOption,
 )
 from vggtctl.cli.output import Output
-from vggtctl.services.hub import DEFAULT_REPO
+from vggtctl.defaults import DEFAULT_REPO
 
 EPILOG = """\
 Examples:

@@ -46,6 +46,7 @@ from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES
 from vggtctl.utils.atomic import atomic_write_json
+from vggtctl.utils.fmt import bytes_si
 
 BASE_URL = "https://www.eth3d.net/data/"
 KINDS: tuple[str, ...] = ("undistorted", "jpg", "depth", "occlusion", "scan_eval")
@@ -428,19 +429,11 @@ def check_disk(plan: DownloadPlan) -> None:
     if need > plan.disk_free:
         fetch = plan.fetch_bytes
         raise DiskSpaceError(
-            f"not enough free space in {plan.out}: need {_human(need)} ({need} bytes: {_human(fetch)} to "
-            f"download + {_human(need - fetch)} extracted, estimated {EXTRACT_FACTOR}x archive size), "
-            f"{_human(plan.disk_free)} free ({plan.disk_free} bytes)",
+            f"not enough free space in {plan.out}: need {bytes_si(need)} ({need} bytes: {bytes_si(fetch)} to "
+            f"download + {bytes_si(need - fetch)} extracted, estimated {EXTRACT_FACTOR}x archive size), "
+            f"{bytes_si(plan.disk_free)} free ({plan.disk_free} bytes)",
             "free some space or choose another --out; --dry-run lists the archives and their sizes",
         )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"
 
 
 # --- running --------------------------------------------------------------------------------------------
@@ -602,7 +595,7 @@ def _process_archive(
         task.close()
     if result.sha256:
         local.update(a.name, bytes=result.bytes, sha256=result.sha256, extracted=False)
-    progress.log(f"extracting {a.name} ({_human(result.bytes)})")
+    progress.log(f"extracting {a.name} ({bytes_si(result.bytes)})")
     try:
         extracted = safe_extract(archive, out)
     except ArchiveError as e:

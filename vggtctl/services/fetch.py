@@ -31,6 +31,7 @@ import requests
 import urllib3
 
 from vggtctl.errors import DiskSpaceError, DownloadError, HostUnreachableError
+from vggtctl.utils.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +200,6 @@ def _status_hint(status: int) -> str:
     if status in (401, 403):
         return "the server refused access: check --base-url"
     return "try again later or use a mirror with --base-url"
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(

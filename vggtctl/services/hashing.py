@@ -23,8 +23,7 @@ from pathlib import Path
 from vggtctl.paths import vggtctl_home
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.utils.atomic import atomic_write_json
-
-_CHUNK = 16 * 1024 * 1024
+from vggtctl.utils.hashing import sha256_file
 
 try:  # POSIX; elsewhere the cache still works, only concurrent first hashes may repeat
     import fcntl
@@ -82,19 +81,6 @@ def _cached(entry: Path, real: Path, st: os.stat_result) -> str | None:
     return None
 
 
-def _compute(real: Path, size: int, progress: Progress) -> str:
-    h = hashlib.sha256()
-    task = progress.task(f"sha256 {real.name}", total=size, unit="B")
-    try:
-        with open(real, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                h.update(chunk)
-                task.advance(len(chunk))
-    finally:
-        task.close()
-    return h.hexdigest()
-
-
 def hash_file(path: str | os.PathLike[str], progress: Progress = NULL_PROGRESS) -> HashResult:
     """SHA-256 of a file through the shared cache, computed by at most one process at a time.
 
@@ -116,7 +102,7 @@ def hash_file(path: str | os.PathLike[str], progress: Progress = NULL_PROGRESS) 
         hit = _cached(entry, real, st) if locked else None
         if hit is not None:
             return HashResult(hit, computed=False)
-        digest = _compute(real, st.st_size, progress)
+        digest = sha256_file(real, progress)
         if locked:
             record = {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
             with contextlib.suppress(OSError):

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vggtctl.defaults import DEFAULT_REPO
 from vggtctl.errors import DownloadError, HostUnreachableError, UsageError
 from vggtctl.paths import hf_hub_cache
 from vggtctl.progress import NULL_PROGRESS, Progress, Task
 from vggtctl.services.hashing import file_sha256
 
-DEFAULT_REPO = "facebook/VGGT-1B"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Preference order: safetensors can be memory-mapped and cannot carry code.
 WEIGHT_FILENAMES: tuple[str, ...] = ("model.safetensors", "model.pt")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggtctl.defaults import DEFAULT_REPO
 from vggtctl.errors import ConfigError, InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
 from vggtctl.io.colmap_export import write_prediction_model
@@ -196,7 +197,7 @@ class InferConfig:
 
     inputs: list[str]
     out: Path = Path("vggt_out")
-    model: str = "facebook/VGGT-1B"
+    model: str = DEFAULT_REPO
     preset: str | None = None
     revision: str | None = None
     mode: str = "crop"
