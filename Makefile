@@ -22,10 +22,10 @@ demo: $(STAMP)
 	bash examples/demo.sh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu and not network" tests
+	$(BIN)/python -m pytest -q -m "not gpu" tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not gpu and not network and not slow" tests
+	$(BIN)/python -m pytest -q -m "not gpu and not slow" tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --out benchmarks/results

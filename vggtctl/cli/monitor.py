@@ -244,6 +244,7 @@ def monitor_command(
             help="A vggtctl run directory or a training log (HF Trainer, DeepSpeed, torchrun, vggtctl). "
             "Several files (a shell glob): the newest is read.",
             show_default=False,
+            readable=False,  # the service says "permission denied" with a hint (exit 1), not Typer
         ),
     ],
     follow_: Annotated[
