@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vggtctl.errors import InputError
-from vggtctl.services.preprocess import ImageGeometry
+from vggtctl.io.image_geometry import ImageGeometry
 from vggtctl.utils.atomic import atomic_open
 
 FILENAME = "predictions.npz"
