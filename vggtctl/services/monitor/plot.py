@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vggtctl.errors import UsageError
+from vggtctl.services.monitor.run_state import Tracker
 from vggtctl.services.monitor.summary import MonitorSummary
-from vggtctl.services.monitor.tracker import Tracker
 from vggtctl.utils.atomic import atomic_write_bytes, atomic_write_text
 
 PLOT_SUFFIXES = (".png", ".html", ".htm")

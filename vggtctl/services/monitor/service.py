@@ -39,8 +39,8 @@ from vggtctl.services.monitor.reader import (
     looks_complete,
     sample_line,
 )
+from vggtctl.services.monitor.run_state import SeriesKey, Tracker, series_priority
 from vggtctl.services.monitor.summary import MonitorSummary, build_summary, gpu_notes
-from vggtctl.services.monitor.tracker import SeriesKey, Tracker, series_priority
 
 DEFAULT_WINDOW = 20
 FULL_READ_BYTES = 32 << 20

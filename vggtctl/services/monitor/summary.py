@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vggtctl.runtime.gpu import GpuReport
+from vggtctl.services.monitor.run_state import Restart, Series, Tracker
 from vggtctl.services.monitor.stats import RateStats, linear_slope, quantile
-from vggtctl.services.monitor.tracker import Restart, Series, Tracker
 
 STALL_FACTOR = 5.0
 MIN_STALL_S = 10.0
