@@ -7,6 +7,12 @@ The weights are a 1B-shaped safetensors file with random values (the tiny recipe
     python benchmarks/bench_model.py --quick           # smoke run: tiny preset, 224², fp32 + bf16
     python benchmarks/bench_model.py --rows 1x518x518 1x224x224 --profile
     python benchmarks/bench_model.py --device cuda --dtype bf16
+    python benchmarks/bench_model.py --rows 1x224x224 --no-load --side-by-side   # fp32 | bf16 | bf16 autocast
+
+Every run ends with a side-by-side table of the rows measured in more than one precision: fp32, bf16
+weights (the loader's low-memory bf16 path) and fp32 weights under bf16 autocast (what ``infer --dtype bf16``
+and ``--dtype auto`` on a native-bf16 CPU run), with the speed-up, peak RSS, parity against fp32 and what
+``--dtype auto`` picks on this machine (``vggtctl.runtime``: CPU flags, and the GEMM probe's measurement).
 
 Each row runs in its own subprocess, so ``peak_rss_mb`` is that row's own peak. Results go to
 ``benchmarks/results/model.json`` (``benchmarks/common.write_result``).
@@ -188,8 +194,12 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
     if spec.get("baseline"):
         use_reference_like_costs()
+    from vggtctl.runtime.precision import autocast
+
     device = torch.device(spec["device"])
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[spec["dtype"]]
+    # autocast rows keep float32 weights and lower the matmuls, as `vggtctl infer` does.
+    weight_dtype = torch.float32 if spec.get("autocast") else dtype
     cuda = device.type == "cuda"
 
     def sync() -> None:
@@ -201,7 +211,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     sd = load_file(str(path))
     config = get_config(spec["preset"], enable_track=False)
-    model = from_state_dict(config, sd, device=device, dtype=dtype)
+    model = from_state_dict(config, sd, device=device, dtype=weight_dtype)
     del sd
     sync()
     out["load_s"] = round(time.perf_counter() - t0, 3)
@@ -223,7 +233,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     times, cpu_times = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(spec["device"], dtype if spec.get("autocast") else None):
         for _ in range(1 + spec["repeat"]):
             if stages is not None:
                 stages.clear()
@@ -273,23 +283,27 @@ def _spec_rows(args: argparse.Namespace, weights: Path, tmp: Path) -> list[dict[
                 rows.append(row)
     low = args.dtype if args.dtype in ("bf16", "fp16") else "bf16"
     if not args.no_bf16 and args.dtype != "fp32":
-        # Low precision: time + parity vs the fp32 run of the same input (bf16 weights, fp32 heads).
-        for name in ["1x224x224"] if args.quick else BF16_ROWS:
+        # Low precision: time + parity vs the fp32 run of the same input (bf16 weights, fp32 heads), and
+        # with --side-by-side the autocast path too (fp32 weights, bf16 matmuls), timed like fp32.
+        names = shapes if args.side_by_side else (["1x224x224"] if args.quick else BF16_ROWS)
+        variants = [("fp32", False), (low, False)] + ([(low, True)] if args.side_by_side else [])
+        for name in names:
             if name not in shapes:
                 continue
             s, h, w = (int(v) for v in name.split("x"))
-            for dt in ("fp32", low):
+            for dt, cast in variants:
+                tag = "fp32" if dt == "fp32" else ("autocast" if cast else "low")
                 rows.append({**base, "kind": "forward", "dtype": dt, "name": name, "frames": s, "height": h,
-                             "width": w, "repeat": 0 if dt == "fp32" else args.repeat,
-                             "save": str(tmp / f"{name}-{'fp32' if dt == 'fp32' else 'low'}.npz"),
-                             "parity": True})  # fmt: skip
+                             "width": w, "repeat": args.repeat if args.side_by_side or dt != "fp32" else 0,
+                             "save": str(tmp / f"{name}-{tag}.npz"), "parity": True,
+                             "autocast": cast})  # fmt: skip
     return rows
 
 
-def _parity(tmp: Path, name: str) -> dict[str, float] | None:
+def _parity(tmp: Path, name: str, tag: str = "low") -> dict[str, float] | None:
     import numpy as np
 
-    a, b = tmp / f"{name}-fp32.npz", tmp / f"{name}-low.npz"
+    a, b = tmp / f"{name}-fp32.npz", tmp / f"{name}-{tag}.npz"
     if not (a.is_file() and b.is_file()):
         return None
     with np.load(a) as fa, np.load(b) as fb:
@@ -298,6 +312,78 @@ def _parity(tmp: Path, name: str) -> dict[str, float] | None:
             for k in fa.files
             if k in fb.files
         }
+
+
+def _auto_choice(device: str) -> dict[str, Any]:
+    """What ``--dtype auto`` picks here, from the CPU flags, and the GEMM probe's measurement beside it."""
+    from vggtctl.runtime.precision import cpu_bf16_support, probe_cpu_bf16, resolve_dtype
+
+    support = cpu_bf16_support()
+    out: dict[str, Any] = {"cpu_bf16": support.to_dict(), "gemm_probe": probe_cpu_bf16()}
+    try:
+        choice = resolve_dtype("auto", "cuda" if device.startswith("cuda") else "cpu", cpu=support)
+        out["auto_dtype"] = choice.short
+        out["auto_reason"] = choice.reason
+    except Exception as e:  # noqa: BLE001 - a benchmark reports, it does not stop
+        out["auto_dtype"] = f"unknown ({e})"
+    return out
+
+
+def side_by_side(results: list[dict[str, Any]], parity: dict[str, dict[str, dict[str, float]]]) -> list[dict]:
+    """One entry per shape measured in several precisions: warm time, speed-up vs fp32, peak RSS, parity."""
+    table = []
+    for name in dict.fromkeys(r["name"] for r in results if r.get("parity") and r.get("warm_s")):
+        runs = {
+            ("autocast" if r.get("autocast") else r["dtype"]): r
+            for r in results
+            if r.get("parity") and r.get("name") == name and r.get("warm_s")
+        }
+        base = runs.get("fp32")
+        if base is None or len(runs) < 2:
+            continue
+        entry: dict[str, Any] = {
+            "name": name,
+            "fp32_warm_s": base["warm_s"],
+            "fp32_warm_cpu_s": base.get("warm_cpu_s"),
+            "fp32_peak_rss_mb": base["peak_rss_mb"],
+        }
+        for key, r in runs.items():
+            if key == "fp32":
+                continue
+            label = "bf16_autocast" if key == "autocast" else f"{key}_weights"
+            entry[f"{label}_warm_s"] = r["warm_s"]
+            entry[f"{label}_speedup"] = round(base["warm_s"] / r["warm_s"], 3)
+            entry[f"{label}_peak_rss_mb"] = r["peak_rss_mb"]
+            if r.get("warm_cpu_s") and base.get("warm_cpu_s"):
+                # CPU seconds of all threads: the fairer ratio when other processes share the machine.
+                entry[f"{label}_warm_cpu_s"] = r["warm_cpu_s"]
+                entry[f"{label}_cpu_speedup"] = round(base["warm_cpu_s"] / r["warm_cpu_s"], 3)
+            tag = "autocast" if key == "autocast" else "low"
+            if name in parity.get(tag, {}):
+                entry[f"{label}_parity_max_rel"] = round(max(parity[tag][name].values()), 6)
+        table.append(entry)
+    return table
+
+
+def _print_side_by_side(table: list[dict[str, Any]], auto: dict[str, Any]) -> None:
+    for e in table:
+        parts = [f"fp32 {e['fp32_warm_s']:.3f} s ({e['fp32_peak_rss_mb']:.0f} MB)"]
+        for label in ("bf16_weights", "fp16_weights", "bf16_autocast"):
+            if f"{label}_warm_s" in e:
+                par = e.get(f"{label}_parity_max_rel")
+                cpu = e.get(f"{label}_cpu_speedup")
+                parts.append(
+                    f"{label} {e[f'{label}_warm_s']:.3f} s = {e[f'{label}_speedup']:.2f}x "
+                    f"{f'(cpu time {cpu:.2f}x) ' if cpu else ''}"
+                    f"({e[f'{label}_peak_rss_mb']:.0f} MB{f', parity {par:.1e}' if par is not None else ''})"
+                )
+        print(f"side by side {e['name']}: " + " | ".join(parts), file=sys.stderr)
+    probe = auto["gemm_probe"]
+    print(
+        f"--dtype auto here: {auto.get('auto_dtype')} ({auto.get('auto_reason')}); "
+        f"GEMM probe: bf16 {probe['speedup']:.2f}x fp32",
+        file=sys.stderr,
+    )
 
 
 def _same_cpu_as_reference() -> bool:
@@ -343,6 +429,11 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="per-stage times (patch embed, blocks, heads)")
     ap.add_argument("--no-load", action="store_true", help="skip the load-only row")
     ap.add_argument("--no-bf16", action="store_true", help="skip the CPU bf16 parity rows")
+    ap.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="every row in fp32, bf16 weights and bf16 autocast, all warm-timed (with --rows: only those)",
+    )
     ap.add_argument("--baseline", action="store_true", help="also run each fp32 CPU row reference-like (A/B)")
     ap.add_argument(
         "--baseline-first", action="store_true", help="run the reference-like twin before each row"
@@ -365,8 +456,10 @@ def main() -> int:
         tmp = Path(tmpdir)
         for spec in _spec_rows(args, weights, tmp):
             cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
-            label = f"{spec['name']} {spec['dtype']} {spec['device']}" + (
-                " reference-like" if spec.get("baseline") else ""
+            label = (
+                f"{spec['name']} {spec['dtype']} {spec['device']}"
+                + (" reference-like" if spec.get("baseline") else "")
+                + (" autocast" if spec.get("autocast") else "")
             )
             print(f"== {label}", file=sys.stderr, flush=True)
             try:
@@ -403,8 +496,13 @@ def main() -> int:
             )
             if row.get("stages_s"):
                 print(f"   stages: {row['stages_s']}", file=sys.stderr, flush=True)
-        parity = {n: p for n in BF16_ROWS + ["1x224x224"] if (p := _parity(tmp, n))}
+        names = list(dict.fromkeys(r["name"] for r in results if r.get("parity")))
+        parity = {n: p for n in names if (p := _parity(tmp, n))}
+        parity_autocast = {n: p for n in names if (p := _parity(tmp, n, "autocast"))}
     _compare_to_baseline(results)
+    auto = _auto_choice(args.device)
+    table = side_by_side(results, {"low": parity, "autocast": parity_autocast})
+    _print_side_by_side(table, auto)
     for name, errs in parity.items():
         print(
             f"low precision vs fp32 {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()),
@@ -417,6 +515,9 @@ def main() -> int:
             "weights": str(weights),
             "rows": results,
             "low_precision_parity_rel_err": parity,
+            "autocast_parity_rel_err": parity_autocast,
+            "side_by_side": table,
+            "dtype_auto": auto,
             "reference_cpu": REFERENCE_CPU,
             "reference_weights_rss_mb": REFERENCE_WEIGHTS_RSS_MB,
             "parent": machine(),

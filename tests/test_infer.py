@@ -205,14 +205,23 @@ def test_meta_json(run: dict[str, Any], tiny_checkpoint: Path) -> None:
     assert reason.startswith("CPU bf16 ") and ("native" in reason) == (_cpu_auto_dtype() == "bfloat16")
 
 
-def test_explicit_dtype_is_recorded_as_requested(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    out = tmp_path / "out"
-    r = _invoke("infer", _images(tmp_path / "im", n=2), "--model", tiny_checkpoint, "--out", out,
-                "--format", "npz", "--dtype", "fp32", "--json")  # fmt: skip
-    assert r.exit_code == 0, r.stderr
-    assert json.loads(r.stdout)["dtype"] == "float32"
-    meta = json.loads((out / "meta.json").read_text())
-    assert meta["resolved"]["dtype"] == "float32" and meta["resolved"]["dtype_reason"] == "requested"
+def test_explicit_dtypes_on_cpu_agree_and_are_recorded(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    images = _images(tmp_path / "im", n=2)
+    preds = {}
+    for dtype, name, weights in (("fp32", "float32", "float32"), ("bf16", "bfloat16", "bfloat16")):
+        out = tmp_path / dtype
+        r = _invoke("infer", images, "--model", tiny_checkpoint, "--out", out, "--format", "npz",
+                    "--dtype", dtype, "--json")  # fmt: skip
+        assert r.exit_code == 0, r.stderr
+        assert json.loads(r.stdout)["dtype"] == name
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["resolved"]["dtype"] == name and meta["resolved"]["dtype_reason"] == "requested"
+        assert meta["resolved"]["weights_dtype"] == weights  # CPU bf16: the loader's bf16 weights
+        preds[dtype] = load_predictions(out / "predictions.npz")
+    for key in ("depth", "world_points", "extrinsic"):
+        a, b = preds["fp32"][key], preds["bf16"][key]
+        rel = float(np.abs(b - a).max() / np.abs(a).max())
+        assert 0 < rel < 2e-2, (key, rel)  # bf16 really ran (not bit-equal), and stays close to fp32
 
 
 def test_model_units_head_points_and_video(tmp_path: Path, tiny_checkpoint: Path) -> None:

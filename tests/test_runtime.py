@@ -148,6 +148,31 @@ def test_explicit_dtype_is_kept_on_any_device(requested: str, name: str) -> None
     assert choice.torch == getattr(torch, name)
 
 
+@pytest.mark.parametrize(
+    ("requested", "device", "weights", "load", "cast"),
+    [
+        ("fp32", "cpu", "float32", None, None),
+        ("bf16", "cpu", "bfloat16", "bf16", None),  # the loader's bf16 path; the aggregator autocasts itself
+        ("fp16", "cpu", "float32", None, "float16"),
+        ("bf16", "cuda:0", "float32", None, "bfloat16"),  # GPUs: float32 weights under autocast, as before
+        ("fp16", "cuda", "float32", None, "float16"),
+    ],
+)
+def test_weights_and_autocast_follow_the_device(
+    requested: str, device: str, weights: str, load: str | None, cast: str | None
+) -> None:
+    choice = resolve_dtype(requested, device)
+    assert (choice.weights, choice.load_dtype, choice.autocast_dtype) == (weights, load, cast)
+    assert choice.to_dict()["weights"] == weights
+
+
+def test_auto_on_a_native_bf16_cpu_loads_bf16_weights() -> None:
+    amx = cpu_bf16_support((CPUINFO / "xeon_sapphire_rapids_amx.txt").read_text())
+    avx2 = cpu_bf16_support((CPUINFO / "epyc_zen3_avx2.txt").read_text())
+    assert resolve_dtype("auto", "cpu", cpu=amx).load_dtype == "bf16"
+    assert resolve_dtype("auto", "cpu", cpu=avx2).load_dtype is None
+
+
 def test_bad_dtype_names() -> None:
     assert check_dtype_name("int8") == "dtype 'int8' is not one of auto, fp32, bf16, fp16"
     assert check_dtype_name("auto") is None

@@ -426,7 +426,12 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
     dtype = resolve_dtype(config.dtype, device)
     with _stage("load model", timings, progress):
         model = load_model(
-            config.model, preset=config.preset, device=device, revision=config.revision, progress=progress
+            config.model,
+            preset=config.preset,
+            device=device,
+            dtype=dtype.load_dtype,
+            revision=config.revision,
+            progress=progress,
         )
     prov = model.provenance
     # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
@@ -437,7 +442,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"
     )
     with _stage("forward", timings, progress):
-        preds = predict(model, images, device=device, dtype=dtype, progress=progress)
+        preds = predict(model, images, device=device, dtype=dtype.autocast_dtype, progress=progress)
     del model
     files: dict[str, str] = {}
     sources = [f.source for f in frames]
@@ -509,6 +514,7 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
             "device": result.device,
             "dtype": dtype_name,
             "dtype_reason": dtype.reason,
+            "weights_dtype": dtype.weights,
             "conf_threshold_value": thr,
         },
         "frames": [
