@@ -1,4 +1,7 @@
-"""Lower layers never import upward: io/, models/, utils/, runtime/, runs/ know nothing of services/ or cli/."""
+"""Lower layers never import upward: io/, models/, utils/, runtime/, runs/ know nothing of services/ or cli/.
+
+Imports under ``if TYPE_CHECKING:`` (annotations only) do not count: they never run.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +21,22 @@ FORBIDDEN = {
 }
 
 
+def _type_only(tree: ast.AST) -> set[int]:
+    """ids of nodes under ``if TYPE_CHECKING:``: annotations only, never imported at run time."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
 def _imports(path: Path) -> list[tuple[int, str]]:
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
