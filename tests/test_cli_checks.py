@@ -84,7 +84,7 @@ def test_device_cuda_n_is_accepted_by_infer_and_evaluate_alike(tmp_path: Path) -
     except ImportError:  # pragma: no cover
         has_cuda = False
     if not has_cuda:
-        assert r.exit_code == 2 and "--device cuda:1 but torch" in r.stderr
+        assert r.exit_code == 2 and "device 'cuda:1' asked for, but torch" in r.stderr
     r = run_cli("evaluate", "--device", "cuda:1", "--data", tmp_path / "nope", "--model", "tiny")
     assert r.exit_code == 1 and "does not exist" in r.stderr  # past the device check, at the data
 

@@ -44,7 +44,7 @@ def test_parse_device(spec: str, parsed: DeviceSpec) -> None:
     assert str(parsed) == spec.strip().lower()
 
 
-@pytest.mark.parametrize("spec", ["gpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0", "mps"])
+@pytest.mark.parametrize("spec", ["tpu", "cuda:", "cuda:-1", "cuda:x", "cpu:0", "mps"])
 def test_bad_device_specs_say_why(spec: str) -> None:
     with pytest.raises(UsageError) as e:
         parse_device(spec)
