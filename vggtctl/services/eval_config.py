@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vggtctl.defaults import DEFAULT_REPO
 from vggtctl.errors import Problem, raise_problems
 from vggtctl.paths import output_dir_problem, output_file_problem
+from vggtctl.runtime.precision import DTYPE_CHOICES
 from vggtctl.services.metrics.align import DEPTH_ALIGNMENTS
 from vggtctl.utils.devices import device_problem
 
-DEFAULT_MODEL = "facebook/VGGT-1B"
+DEFAULT_MODEL = DEFAULT_REPO
 SAMPLES = ("stride", "random")
 POINT_SOURCES = ("depth", "head")
 PC_ALIGNMENTS = ("points", "cameras")
@@ -53,7 +55,8 @@ class EvalConfig:
         out: Where to write the JSON report.
         overwrite: Replace an existing report at ``out`` (otherwise that is a usage error).
         device: ``auto`` (cuda when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        dtype: Compute precision: ``auto`` (bf16/fp16 on GPUs, fp32 on CPU), ``fp32``, ``bf16``, ``fp16``;
+        dtype: Compute precision: ``auto`` (bf16/fp16 on GPUs; on CPUs bf16 where native, else fp32, see
+            :func:`vggtctl.runtime.resolve_dtype`), ``fp32``, ``bf16``, ``fp16``;
             weights stay as loaded and autocast lowers the matmuls, exactly as ``vggtctl infer``.
     """
 
@@ -141,6 +144,7 @@ class EvalConfig:
         if self.image_size is not None and (self.image_size <= 0 or self.image_size % 14):
             add("image_size", "a positive multiple of 14, e.g. 518", self.image_size)
         choice("mode", self.mode, ("crop", "pad"))
+        choice("dtype", self.dtype, DTYPE_CHOICES)
         device_reason = device_problem(self.device)
         if device_reason is not None:
             add("device", device_reason, self.device)

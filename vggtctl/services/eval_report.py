@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -172,13 +170,3 @@ def _settings(config: EvalConfig, root: Path) -> dict[str, Any]:
         "voxel_size_m": config.voxel_size,
     }
     return s
-
-
-def _versions() -> dict[str, str]:
-    out = {"vggtctl": __version__, "python": platform.python_version()}
-    for pkg in ("numpy", "scipy", "torch"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            continue
-    return out

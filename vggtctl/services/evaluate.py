@@ -29,9 +29,10 @@ from vggtctl.data.sample import SceneSample, load_sample, sample_from_geometries
 from vggtctl.errors import EvaluationError
 from vggtctl.paths import eth3d_dir
 from vggtctl.progress import NULL_PROGRESS, Progress
+from vggtctl.runtime import resolve_device, resolve_dtype, versions
 from vggtctl.services.eval_config import _DOWNLOAD_HINT, DEFAULT_MODEL, EvalConfig
 from vggtctl.services.eval_pointcloud import _pointcloud, score_pointcloud
-from vggtctl.services.eval_report import EvalReport, SceneReport, _provenance_dict, _settings, _versions
+from vggtctl.services.eval_report import EvalReport, SceneReport, _provenance_dict, _settings
 from vggtctl.services.eval_saved import _load_saved, match_frames
 from vggtctl.services.eval_scenes import _scenes_for_run, select_scenes
 from vggtctl.services.metrics.camera import camera_metrics
@@ -95,18 +96,20 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
     provenance: dict[str, Any] | None = None
     settings = _settings(config, root)
     if config.predictions is None:
-        from vggtctl.services.infer import resolve_device, resolve_dtype
         from vggtctl.services.model_loader import load_model
 
         device = resolve_device(config.device)
         compute_dtype = resolve_dtype(config.dtype, device)
         settings["resolved_device"] = device
-        settings["resolved_dtype"] = str(compute_dtype).replace("torch.", "")
+        settings["resolved_dtype"] = compute_dtype.name
+        settings["resolved_dtype_reason"] = compute_dtype.reason
+        settings["resolved_weights_dtype"] = compute_dtype.weights
         progress.log(f"loading model {config.model or DEFAULT_MODEL}")
         loaded = load_model(
             config.model or DEFAULT_MODEL,
             preset=config.preset,
             device=device,
+            dtype=compute_dtype.load_dtype,
             revision=config.revision,
             progress=progress,
         )
@@ -114,7 +117,7 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
         settings["resolved_image_size"] = size
         model = _Runner(loaded, device, compute_dtype, size)
         provenance = _provenance_dict(getattr(loaded, "provenance", None))
-    report = EvalReport(settings=settings, provenance=provenance, versions=_versions(), scenes=[])
+    report = EvalReport(settings=settings, provenance=provenance, versions=versions(), scenes=[])
     task = progress.task("evaluating scenes", total=len(scene_names), unit="scene")
     try:
         for scene in scenes:
@@ -214,7 +217,9 @@ def _run_model(
 
     progress.log(f"{scene.name}: {len(frames)} frames → model")
     sample = load_sample(scene, frames, image_size=runner.image_size, mode=config.mode, depth=False)
-    preds = predict(runner.model, sample.images, device=runner.device, dtype=runner.dtype, progress=progress)
+    preds = predict(
+        runner.model, sample.images, device=runner.device, dtype=runner.dtype.autocast_dtype, progress=progress
+    )
     return preds, sample.geometries, sample.images
 
 
