@@ -133,3 +133,9 @@ class DiskSpaceError(VggtctlError):
 
 class EvaluationError(VggtctlError):
     """Nothing could be evaluated, or the inputs do not belong together (exit 1)."""
+
+
+class Interrupted(VggtctlError):
+    """Ctrl-C, with a hint that says what the interrupted work left behind (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED

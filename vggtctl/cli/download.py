@@ -12,6 +12,15 @@ from vggtctl.cli.options import JsonOption, ScenesOption, split_list
 from vggtctl.cli.output import Output
 from vggtctl.utils.fmt import bytes_si
 
+INTERRUPT_HINT = (
+    "re-run the same command to resume: extracted archives are skipped and partial downloads continue "
+    "from their .part files"
+)
+SYNTHETIC_INTERRUPT_HINT = (
+    "the scenes finished before Ctrl-C are whole and the unfinished one was removed; re-run the same "
+    "command to render them all again"
+)
+
 ETH3D_EPILOG = """\
 Examples:
 
@@ -46,7 +55,7 @@ download_app = typer.Typer(
 
 
 @download_app.command("eth3d", epilog=ETH3D_EPILOG)
-@mapped_errors
+@mapped_errors(interrupted=INTERRUPT_HINT)
 def eth3d_command(
     scenes: ScenesOption = None,
     subset: Annotated[
@@ -160,7 +169,7 @@ def eth3d_command(
 def _synthetic(
     scenes: str | None, subset: str | None, out: Path | None, views: int, seed: int, archives: bool
 ) -> dict[str, Any]:
-    from vggtctl.errors import UsageError, raise_problems
+    from vggtctl.errors import Interrupted, UsageError, raise_problems
     from vggtctl.paths import datasets_dir, output_dir_problem
     from vggtctl.services.synthetic import check_synthetic, generate_scenes
 
@@ -179,7 +188,10 @@ def _synthetic(
     # All bad values at once, and before the folder is created.
     problems = check_synthetic(count, views, seed) + list(filter(None, [output_dir_problem("out", folder)]))
     raise_problems("synthetic download settings", problems, "e.g. " + _SYNTH_EXAMPLE)
-    paths = generate_scenes(folder, scenes=count, views=views, seed=seed, archives=archives)
+    try:
+        paths = generate_scenes(folder, scenes=count, views=views, seed=seed, archives=archives)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted", SYNTHETIC_INTERRUPT_HINT) from None
     data: dict[str, Any] = {
         "synthetic": True,
         "out": str(folder),

@@ -30,10 +30,12 @@ Examples:
   vggtctl download weights --preset tiny --local-dir ./weights
 """
 
+INTERRUPT_HINT = "re-run the same command to resume: the Hub download continues where it stopped"
+
 HELP = "VGGT weights from the Hugging Face Hub (cached, resumable), or the seeded tiny checkpoint."
 
 
-@mapped_errors
+@mapped_errors(interrupted=INTERRUPT_HINT)
 def weights_command(
     repo: Annotated[str, typer.Option("--repo", help="Hub repo id.")] = DEFAULT_REPO,
     revision: RevisionOption = None,

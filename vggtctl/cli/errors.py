@@ -40,22 +40,34 @@ def report_usage_error(exc: Exception) -> int:
     return int(getattr(exc, "exit_code", EXIT_USAGE))
 
 
+INTERRUPT_HINT = "nothing was left half-written; re-run the same command to start again"
+
+
 @overload
 def mapped_errors(fn: F) -> F: ...
 @overload
-def mapped_errors(*, flags: Mapping[str, str]) -> Callable[[F], F]: ...
-def mapped_errors(fn: F | None = None, *, flags: Mapping[str, str] | None = None) -> Any:
+def mapped_errors(
+    *, flags: Mapping[str, str] | None = None, interrupted: str = INTERRUPT_HINT
+) -> Callable[[F], F]: ...
+def mapped_errors(
+    fn: F | None = None, *, flags: Mapping[str, str] | None = None, interrupted: str = INTERRUPT_HINT
+) -> Any:
     """Wrap a command: our errors become a clean message + exit code; tracebacks only with --debug.
 
     ``flags`` maps the fields of the command's config to its flag names (``formats`` -> ``--format``)
     for :class:`ConfigError`; unlisted fields become ``--field-name``.
+
+    ``interrupted`` is the hint shown after Ctrl-C, and must say what is true of that command's
+    outputs then (resumable downloads: re-run to resume; infer and evaluate: the previous output is
+    untouched, re-run to start again). A service that knows better raises
+    :class:`vggtctl.errors.Interrupted` with its own hint.
     """
     if fn is None:
-        return lambda f: _wrap(f, flags or {})
-    return _wrap(fn, {})
+        return lambda f: _wrap(f, flags or {}, interrupted)
+    return _wrap(fn, {}, interrupted)
 
 
-def _wrap(fn: F, flags: Mapping[str, str]) -> F:
+def _wrap(fn: F, flags: Mapping[str, str], interrupted: str) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -68,7 +80,9 @@ def _wrap(fn: F, flags: Mapping[str, str]) -> F:
             report_error(e.render(flags) if isinstance(e, ConfigError) else e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            report_error("interrupted", "re-run the same command to resume where it stopped")
+            if state.debug:
+                traceback.print_exc()
+            report_error("interrupted", interrupted)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as e:  # noqa: BLE001 - last-resort mapping, traceback with --debug
             if state.debug:

@@ -24,6 +24,11 @@ from vggtctl.cli.options import (
 )
 from vggtctl.cli.output import Output
 
+INTERRUPT_HINT = (
+    "no report was written (an existing --out file is untouched); --save-vis keeps the images of the "
+    "scenes already evaluated; re-run the same command to start again"
+)
+
 EPILOG = """\
 Examples:
 
@@ -56,7 +61,7 @@ class PcReference(str, Enum):
 FLAGS = {"depth_align": "--depth-align", "visibility_tolerance": "visibility tolerance (no flag)"}
 
 
-@mapped_errors(flags=FLAGS)
+@mapped_errors(flags=FLAGS, interrupted=INTERRUPT_HINT)
 def evaluate_command(
     data: Annotated[
         Path | None,

@@ -23,6 +23,11 @@ from vggtctl.cli.options import (
 from vggtctl.cli.output import Output
 from vggtctl.defaults import DEFAULT_REPO
 
+INTERRUPT_HINT = (
+    "nothing was written: the --out folder is as it was before (a new run is moved in only when whole); "
+    "re-run the same command to start again"
+)
+
 EPILOG = """\
 Examples:
 
@@ -50,7 +55,7 @@ class ColmapFormat(str, Enum):
 FLAGS = {"inputs": "INPUTS", "formats": "--format"}
 
 
-@mapped_errors(flags=FLAGS)
+@mapped_errors(flags=FLAGS, interrupted=INTERRUPT_HINT)
 def infer_command(
     inputs: Annotated[
         list[Path],

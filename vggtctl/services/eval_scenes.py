@@ -55,7 +55,8 @@ def _scenes_for_run(root: Path, config: EvalConfig) -> list[str]:
                 "pass one --scenes NAME, or a folder with one <scene>/predictions.npz per scene",
             )
         return [_scene_of_predictions(root, pred_dir)]
-    available = sorted(p.parent.name for p in pred_dir.glob("*/predictions.npz"))
+    # Hidden folders are the staging folders of infer runs that have not finished: not scenes.
+    available = sorted(p.parent.name for p in pred_dir.glob("[!.]*/predictions.npz"))
     if not available:
         raise InputError(
             f"no predictions.npz in {pred_dir} or its sub-folders",

@@ -27,7 +27,7 @@ from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runtime import DTYPE_CHOICES, resolve_device, resolve_dtype, versions
 from vggtctl.runtime.precision import DtypeChoice, autocast
 from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
-from vggtctl.utils.atomic import atomic_open, atomic_write_json
+from vggtctl.utils.atomic import StagedDir, atomic_open, atomic_write_json
 from vggtctl.utils.devices import device_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,6 +41,7 @@ POINT_SOURCES = ("depth", "head")
 COLMAP_UNITS = ("original", "model")
 DTYPES = DTYPE_CHOICES
 CONF_THRESHOLD_RULE = "a finite number, or a percentage in [0%, 100%]"
+META_NAME = "meta.json"
 
 
 # ---------------------------------------------------------------- predict
@@ -386,20 +387,31 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
 
     Writes into ``config.out``: ``predictions.npz``, ``points.ply``, ``colmap/{cameras,images,points3D}.txt``
     (as requested by ``formats``), ``frames/`` (decoded video frames, for COLMAP) and ``meta.json``.
+    Everything is written into a hidden sibling folder first and moved in at the end, ``meta.json``
+    last (the completion marker, see docs/run-directory.md): an interrupted or failed run leaves
+    ``config.out`` as it was, and the outputs of an earlier run there are replaced as a whole.
 
     Raises:
         UsageError: Bad options, or more frames than ``max_frames``.
         InputError, CheckpointError, DownloadError: From inputs and model loading.
     """
+    from vggtctl.io.predictions import previous_outputs
+
+    config.validate()
+    out = Path(config.out)
+    with StagedDir(out, marker=META_NAME, replace=previous_outputs(out)) as work:
+        return _run_inference(config, out, work, progress)
+
+
+def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progress) -> InferResult:
+    """The body of :func:`run_inference`: files go into ``work``, named by where they will be (``out``)."""
     import torch
 
     from vggtctl.io.ply import write_ply
-    from vggtctl.io.predictions import save_predictions
+    from vggtctl.io.predictions import output_sizes, save_predictions
     from vggtctl.services.model_loader import load_model
 
-    config.validate()
     timings: dict[str, float] = {}
-    out = Path(config.out)
     with _stage("collect inputs", timings, progress):
         frames = collect_frames(config.inputs, every=config.every, limit=config.max_frames + 1)
     if len(frames) > config.max_frames:
@@ -447,10 +459,9 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
     files: dict[str, str] = {}
     sources = [f.source for f in frames]
     names = [f.name for f in frames]
-    out.mkdir(parents=True, exist_ok=True)
     if "npz" in config.formats:
         with _stage("write npz", timings, progress):
-            files["npz"] = str(save_predictions(out, preds, geoms, sources, prov))
+            files["npz"] = str(out / save_predictions(work, preds, geoms, sources, prov).name)
     xyz = rgb = np.zeros((0, 3))
     thr: float | None = None
     if "ply" in config.formats or "colmap" in config.formats:
@@ -466,20 +477,20 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
             progress.log(f"Warning: no point reaches confidence {thr:.4g}: lower --conf-threshold (e.g. 50%)")
         if "ply" in config.formats:
             with _stage("write ply", timings, progress):
-                write_ply(out / "points.ply", xyz, rgb, scalars={"confidence": conf})
+                write_ply(work / "points.ply", xyz, rgb, scalars={"confidence": conf})
                 files["ply"] = str(out / "points.ply")
     if "colmap" in config.formats:
         with _stage("write colmap", timings, progress):
             for f in frames:
                 if f.image is not None:
                     # COLMAP needs the pixels: decoded video frames are saved under frames/.
-                    with atomic_open(out / "frames" / f.name, "wb") as fh:
+                    with atomic_open(work / "frames" / f.name, "wb") as fh:
                         f.image.save(fh, format="PNG")
                     f.name = f"frames/{f.name}"
             names = [f.name for f in frames]
             Ks, sizes = colmap_cameras(preds, geoms, config.colmap_units)
             write_prediction_model(
-                out / "colmap", preds["extrinsic"], Ks, sizes, names, xyz, rgb, config.colmap_format
+                work / "colmap", preds["extrinsic"], Ks, sizes, names, xyz, rgb, config.colmap_format
             )
             files["colmap"] = str(out / "colmap")
     dtype_name = dtype.name
@@ -533,7 +544,9 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         "points": result.points,
         "files": files,
         "timings_s": timings,
+        # What a reader checks before trusting the folder: every file this run wrote, with its size.
+        "outputs": output_sizes(work),
     }
-    atomic_write_json(out / "meta.json", meta)
-    files["meta"] = str(out / "meta.json")
+    atomic_write_json(work / META_NAME, meta)
+    files["meta"] = str(out / META_NAME)
     return result

@@ -19,6 +19,7 @@ World frame: metres, z up, the facade's front face is the plane y = 0 facing -y.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -33,7 +34,7 @@ from vggtctl.errors import Problem, raise_problems
 from vggtctl.io.colmap import Camera, Image, read_model_text, rotmat_to_qvec, write_model_text
 from vggtctl.io.ply import write_ply
 from vggtctl.services import camera_models
-from vggtctl.utils.atomic import atomic_write_json
+from vggtctl.utils.atomic import atomic_write_json, remove_stale_staging
 
 # materials
 GROUND, BRICK, PLASTER, GLASS, CRATE, PERSON = range(6)
@@ -562,12 +563,18 @@ def write_archives(scene_dir: Path, out_dir: Path) -> dict[str, dict[str, object
         if not files:
             continue
         name = f"{scene_dir.name}_dslr_{kind}.7z"
+        remove_stale_staging(out_dir / name)
         tmp = out_dir / f".{name}.{os.getpid()}.tmp"
-        with py7zr.SevenZipFile(tmp, "w") as z:
-            for p in files:
-                z.write(p, arcname=f"{scene_dir.name}/{p.relative_to(scene_dir).as_posix()}")
-                _fix_member_times(z)
-        os.replace(tmp, out_dir / name)
+        try:
+            with py7zr.SevenZipFile(tmp, "w") as z:
+                for p in files:
+                    z.write(p, arcname=f"{scene_dir.name}/{p.relative_to(scene_dir).as_posix()}")
+                    _fix_member_times(z)
+            os.replace(tmp, out_dir / name)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
         data = (out_dir / name).read_bytes()
         entries[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     return entries
@@ -638,12 +645,35 @@ def generate_scenes(
         "e.g. vggtctl download eth3d --synthetic --out demo_data --scenes 2 --views 6 --seed 0",
     )
     out = Path(out)
+    # Folders this call creates are removed again if it stops before they hold anything.
+    created = [*_missing_dirs(out / "archives" if archives else out)]
+    try:
+        return _generate(out, scenes, views, seed, width, height, archives)
+    except BaseException:
+        for d in created:  # deepest first; rmdir leaves any folder that has content
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _missing_dirs(folder: Path) -> list[Path]:
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _generate(
+    out: Path, scenes: int, views: int, seed: int, width: int, height: int, archives: bool
+) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     manifest: dict[str, dict[str, object]] = {}
     for i, name in enumerate(scene_names(scenes)):
         rng = np.random.default_rng([seed, i])
         final = out / name
+        remove_stale_staging(final)
         tmp = out / f".{name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
