@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import child_env, spawn
 from vggtctl.runs import RunDir
 from vggtctl.services.monitor import MonitorRequest, follow
 from vggtctl.services.monitor.follow import FileTail
@@ -212,16 +213,25 @@ def test_follow_picks_up_rank_logs_that_appear_later(tmp_path: Path) -> None:
 def test_ctrl_c_exits_0(tmp_path: Path) -> None:
     p = tmp_path / "train.log"
     p.write_bytes(b"".join(_bar(n) for n in range(1, 5)) + b"\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vggtctl", "monitor", str(p), "--follow", "--interval", "0.1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "COLUMNS": "120"},
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()  # piped: one status line per change
-    assert b"running | step 4/100 | 2 s/it" in first
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    # spawn(): SIGINT at its default in the child even when pytest runs as a background job (which
+    # inherits an ignored SIGINT), and the child is killed and reaped whatever happens here.
+    cmd = [sys.executable, "-m", "vggtctl", "monitor", str(p), "--follow", "--interval", "0.1"]
+    with spawn(cmd, env=child_env(COLUMNS="120")) as proc:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # piped: one status line per change
+        assert b"running | step 4/100 | 2 s/it" in first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
+
+
+def test_ctrl_c_exits_0_when_pytest_runs_with_sigint_ignored(tmp_path: Path) -> None:
+    """`nohup make test &`: the shell starts pytest with SIGINT ignored; the test above must still pass."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "bt"),
+           f"{__file__}::test_ctrl_c_exits_0"]  # fmt: skip
+    ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 - what a shell's `&` does
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, preexec_fn=ignored, env=child_env(),
+                       cwd=Path(__file__).parent.parent)  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed" in r.stdout
