@@ -6,6 +6,7 @@ No torch import at module level anywhere under ``vggtctl/cli``: ``vggtctl --help
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Annotated
@@ -93,7 +94,13 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    try:
+        code = run()
+    finally:
+        # The command is over and its result written: a Ctrl-C while the interpreter tears down (torch
+        # takes a moment) must not turn the exit code into a death by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

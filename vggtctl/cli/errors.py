@@ -13,6 +13,7 @@ import typer
 from vggtctl.cli.output import stderr_console
 from vggtctl.cli.state import state
 from vggtctl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, ConfigError, VggtctlError
+from vggtctl.utils.interrupts import interrupt_at_safe_points
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,7 +72,10 @@ def _wrap(fn: F, flags: Mapping[str, str], interrupted: str) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            # Ctrl-C becomes KeyboardInterrupt only in vggtctl code, never inside a native callback
+            # (where it turned into other errors, was lost, or aborted the process).
+            with interrupt_at_safe_points():
+                return fn(*args, **kwargs)
         except typer.Exit:
             raise
         except VggtctlError as e:
