@@ -35,8 +35,23 @@ _OWN_PACKAGE = __name__.split(".")[0]
 # Top-level modules whose Python code native code calls back: a KeyboardInterrupt raised there goes
 # through C, C++ (pybind11) or Rust, which may swallow it, turn it into another error, or abort.
 _CALLED_BACK = frozenset(
-    {"torch", "safetensors", "numpy", "PIL", "cv2", "scipy", "pycolmap", "matplotlib", "warnings",
-     "weakref", "_weakrefset", "copyreg", "abc", "linecache", "encodings"}  # fmt: skip
+    {
+        "torch",
+        "safetensors",
+        "numpy",
+        "PIL",
+        "cv2",
+        "scipy",
+        "pycolmap",
+        "matplotlib",
+        "warnings",
+        "weakref",
+        "_weakrefset",
+        "copyreg",
+        "abc",
+        "linecache",
+        "encodings",
+    }  # fmt: skip
 )
 _POLL_S = 0.02
 
