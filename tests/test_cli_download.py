@@ -143,7 +143,7 @@ def test_ctrl_c_exits_130_and_rerun_resumes(archives: Path, tmp_path: Path) -> N
             inside.clear()
             watcher.join()
             assert r.exit_code == 130, r.output
-            assert "Error: interrupted" in r.output and "Hint: re-run the same command" in r.output
+            assert "Error: interrupted" in r.output and "Hint: re-run the same command to resume" in r.output
             have = part.stat().st_size
             assert 0 < have < (served / name).stat().st_size
             srv.faults.clear()
