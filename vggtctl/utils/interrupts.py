@@ -2,13 +2,15 @@
 
 Python raises ``KeyboardInterrupt`` at whatever bytecode the main thread runs next. When that bytecode
 belongs to Python code that native code called back, the native caller decides what happens to the
-exception, and often gets it wrong. Seen in ``vggtctl infer``:
+exception, and often gets it wrong. In ``vggtctl infer``:
 
 - safetensors' ``load_file`` (Rust) reads tensors through ``torch.UntypedStorage.__getitem__``
   (torch/storage.py); an interrupt there came out as ``ValueError: could not determine the shape of
-  object type 'torch.storage.UntypedStorage'`` (exit 1, "bug" hint), or was swallowed (exit 0);
-- in torch's C++ (pybind11), an exception thrown where C++ cannot pass it on ends the process with
-  ``terminate called after throwing an instance of 'pybind11::error_already_set'``.
+  object type 'torch.storage.UntypedStorage'`` (exit 1, "bug" hint), or was lost (the run went on
+  and exited 0); an interrupt during ``import torch`` was lost too;
+- where torch's C++ (pybind11) runs Python and cannot pass the exception on, the process ends with
+  ``terminate called after throwing an instance of 'pybind11::error_already_set'`` (reported once in
+  ~20 tries; the same mechanism as above, in C++ instead of Rust).
 
 :func:`interrupt_at_safe_points` therefore never raises in such code. The SIGINT handler raises
 ``KeyboardInterrupt`` when the interrupted frame is vggtctl's own code, or when no frame between it and
