@@ -102,7 +102,18 @@ def test_synthetic_rerun_removes_temporaries_of_killed_runs(tmp_path: Path) -> N
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_deferred_interrupts_finish_the_block_then_raise() -> None:
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler for an in-process test, whatever the test runner inherited: under
+    ``nohup make test &`` SIGINT arrives ignored, and these helpers rightly leave an ignored SIGINT alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_deferred_interrupts_finish_the_block_then_raise(python_sigint: None) -> None:
     done = False
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
         os.kill(os.getpid(), signal.SIGINT)
@@ -111,7 +122,7 @@ def test_deferred_interrupts_finish_the_block_then_raise() -> None:
     assert done
 
 
-def test_safe_points_hold_ctrl_c_inside_torch_code_and_raise_it_after() -> None:
+def test_safe_points_hold_ctrl_c_inside_torch_code_and_raise_it_after(python_sigint: None) -> None:
     from torch.utils._pytree import tree_map
 
     finished: list[int] = []
