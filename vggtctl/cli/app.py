@@ -17,6 +17,7 @@ from vggtctl import __version__
 from vggtctl.cli import download, env, evaluate, infer, monitor
 from vggtctl.cli.errors import report_usage_error
 from vggtctl.cli.state import state
+from vggtctl.errors import EXIT_INTERRUPTED
 
 EPILOG = """\
 Examples:
@@ -96,6 +97,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 def main() -> None:
     try:
         code = run()
+    except KeyboardInterrupt:
+        # A Ctrl-C handled late (after the command reported its own interruption, while Typer unwinds):
+        # still an interruption, never a death by SIGINT (exit -2).
+        code = EXIT_INTERRUPTED
     finally:
         # The command is over and its result written: a Ctrl-C while the interpreter tears down (torch
         # takes a moment) must not turn the exit code into a death by SIGINT.
