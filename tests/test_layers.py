@@ -18,6 +18,7 @@ FORBIDDEN = {
     "utils": ("vggtctl.services", "vggtctl.cli", "vggtctl.io", "vggtctl.models"),
     "runtime": ("vggtctl.services", "vggtctl.cli", "vggtctl.io", "vggtctl.models"),
     "runs": ("vggtctl.services", "vggtctl.cli"),
+    "launch": ("vggtctl.services", "vggtctl.cli", "vggtctl.io", "vggtctl.models"),
 }
 
 

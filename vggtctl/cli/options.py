@@ -90,3 +90,78 @@ ScenesOption = Annotated[
     list[str] | None,
     typer.Option("--scenes", help="Scene names, comma-separated or repeated (--scenes a,b --scenes c)."),
 ]
+
+
+class Launcher(str, Enum):
+    """How the processes start: ``auto`` (one process in-process, several under torchrun), or forced."""
+
+    auto = "auto"
+    single = "single"
+    torchrun = "torchrun"
+    deepspeed = "deepspeed"
+
+
+_LAUNCH = "Launch (one GPU to many nodes; see docs/launch.md)"
+
+NprocOption = Annotated[
+    int | None,
+    typer.Option(
+        "--nproc-per-node",
+        "--nproc_per_node",
+        min=1,
+        rich_help_panel=_LAUNCH,
+        help="Processes on this node (default: NPROC_PER_NODE, else the visible GPUs, else 1 on CPU).",
+    ),
+]
+NnodesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--nnodes", min=1, rich_help_panel=_LAUNCH, help="Nodes (default: NNODES, SLURM_NNODES, else 1)."
+    ),
+]
+NodeRankOption = Annotated[
+    int | None,
+    typer.Option(
+        "--node-rank",
+        "--node_rank",
+        min=0,
+        rich_help_panel=_LAUNCH,
+        help="This node's rank (default: NODE_RANK, SLURM_NODEID, else 0).",
+    ),
+]
+MasterAddrOption = Annotated[
+    str | None,
+    typer.Option(
+        "--master-addr",
+        "--master_addr",
+        rich_help_panel=_LAUNCH,
+        help="Node 0's address (default: MASTER_ADDR, SLURM's first node; needed with several nodes).",
+    ),
+]
+MasterPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--master-port",
+        "--master_port",
+        min=1,
+        max=65535,
+        rich_help_panel=_LAUNCH,
+        help="Rendezvous port (default: MASTER_PORT, else 29500, or a free one when 29500 is busy).",
+    ),
+]
+LauncherOption = Annotated[
+    Launcher,
+    typer.Option("--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."),
+]
+DeepspeedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--deepspeed",
+        rich_help_panel=_LAUNCH,
+        help="DeepSpeed ZeRO: zero2, zero2-offload, zero3, zero3-offload, or a DeepSpeed JSON file.",
+    ),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."),
+]

@@ -57,3 +57,25 @@ def dist_info(env: Mapping[str, str] | None = None) -> DistInfo:
 def is_rank_zero(env: Mapping[str, str] | None = None) -> bool:
     """True on global rank 0 (and in every single-process run)."""
     return dist_info(env).is_rank_zero
+
+
+def init_distributed(device: str = "cpu") -> DistInfo:
+    """Join the launcher's process group when the world is larger than one; return this process's place.
+
+    NCCL for CUDA devices, gloo for CPU (the backend torch documents for each). The rendezvous
+    (``MASTER_ADDR``/``MASTER_PORT``) comes from the launcher's environment. Single processes and processes
+    already in a group are left as they are.
+    """
+    info = dist_info()
+    if not info.distributed:
+        return info
+    import torch.distributed as torch_dist
+
+    if not torch_dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            import torch
+
+            torch.cuda.set_device(info.local_rank)
+        torch_dist.init_process_group(backend=backend)
+    return info

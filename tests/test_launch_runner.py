@@ -1,0 +1,102 @@
+"""The runner: a real 2-process torchrun on gloo, per-rank logs, exit codes passed through, signals forwarded."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.procs import ROOT
+from vggtctl.launch import LaunchRequest, Worker, run_plan
+from vggtctl.launch.plan import Detected, build_plan
+from vggtctl.launch.runner import exit_code
+
+WORKER = "tests.scripts.launch_worker"
+
+
+def _plan(nproc: int = 2):
+    from vggtctl.launch.detect import free_port
+
+    # A free port per run: tests running side by side must not meet at 29500.
+    return build_plan(LaunchRequest(nproc_per_node=nproc, master_port=free_port()), Detected(cpus=2), {})
+
+
+@pytest.fixture(autouse=True)
+def _pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT}{os.pathsep}{path}" if path else str(ROOT))
+
+
+@pytest.mark.slow
+def test_two_process_gloo_allreduce_with_rank_logs(tmp_path: Path) -> None:
+    out = tmp_path / "sum.json"
+    code = run_plan(_plan(), Worker(WORKER, ["allreduce", str(out)]), tmp_path / "logs")
+    assert code == 0
+    assert json.loads(out.read_text()) == {"sum": 3.0, "world": 2}
+    for rank in (0, 1):
+        log = (tmp_path / "logs" / f"rank{rank}.log").read_text()
+        assert f"hello from rank {rank} of 2" in log
+        assert (tmp_path / "logs" / f"rank{rank}.exitcode").read_text().split()[0] == "0"
+
+
+@pytest.mark.slow
+def test_worker_exit_code_passes_through(tmp_path: Path) -> None:
+    assert run_plan(_plan(), Worker(WORKER, ["exit", "1", "7"]), tmp_path / "logs") == 7
+
+
+@pytest.mark.slow
+def test_worker_killed_by_signal_gives_128_plus_n(tmp_path: Path) -> None:
+    assert run_plan(_plan(), Worker(WORKER, ["kill", "1"]), tmp_path / "logs") == 128 + signal.SIGKILL
+
+
+@pytest.mark.slow
+def test_sigterm_is_forwarded_to_every_worker(tmp_path: Path) -> None:
+    mark = tmp_path / "got"
+
+    def send_when_ready() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if all(Path(f"{mark}.ready{r}").exists() for r in (0, 1)):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=send_when_ready, daemon=True).start()
+    code = run_plan(_plan(), Worker(WORKER, ["wait", str(mark)]), tmp_path / "logs")
+    assert code == 143
+    for rank in (0, 1):
+        assert Path(f"{mark}.rank{rank}").read_text() == f"[{int(signal.SIGTERM)}]"
+
+
+def test_inprocess_plan_calls_main_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = build_plan(LaunchRequest(), Detected(), {})
+    assert plan.backend == "inprocess"
+    assert run_plan(plan, Worker(WORKER, ["exit", "0", "5"]), tmp_path / "logs") == 5
+    assert "hello from rank 0 of 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("rc", "recorded", "reported", "code"),
+    [
+        (0, [(1.0, 0), (2.0, 0)], [], 0),
+        (1, [(2.0, 143), (1.0, 3)], [], 3),  # the earliest failure, not the ones it caused
+        (1, [(1.0, 0)], [-9], 137),
+        (1, [], [1], 1),
+        (-15, [], [], 143),
+        (1, [], [], 1),
+    ],
+)
+def test_exit_code_rules(rc, recorded, reported, code) -> None:
+    assert exit_code(rc, recorded, reported) == code
+
+
+def test_worker_module_must_exist(tmp_path: Path) -> None:
+    plan = build_plan(LaunchRequest(), Detected(), {})
+    assert run_plan(plan, Worker("tests.scripts.no_such_worker", []), tmp_path) == 2
+    assert sys.modules.get("tests.scripts.no_such_worker") is None
