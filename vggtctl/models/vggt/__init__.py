@@ -3,7 +3,7 @@
 Modules: ``config`` (presets, no torch), ``model`` (:class:`VGGT`), ``build`` (meta build, zero-copy
 strict load, config inference), ``geometry`` (pose encoding, unprojection), ``tiny`` (seeded test
 weights), and the parts: ``aggregator``, ``patch_embed``, ``layers``, ``rope``, ``camera_head``,
-``dpt_head``, ``track_head``/``tracker``.
+``dpt_head``, ``track_head``/``tracker``, ``streaming`` (frame-causal streaming with a K/V cache).
 
 Names are resolved lazily so ``import vggtctl.models.vggt.config`` does not import torch.
 """
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .build import build_empty, from_state_dict, infer_config
     from .config import PRESETS, VGGTConfig, get_config
     from .model import VGGT
+    from .streaming import JANUSVLN_WINDOW, AggregatorStream, KVWindow, kv_bytes_per_frame
 
 _EXPORTS = {
     "VGGT": "model",
@@ -26,9 +27,25 @@ _EXPORTS = {
     "build_empty": "build",
     "from_state_dict": "build",
     "infer_config": "build",
+    "AggregatorStream": "streaming",
+    "KVWindow": "streaming",
+    "JANUSVLN_WINDOW": "streaming",
+    "kv_bytes_per_frame": "streaming",
 }
 
-__all__ = ["PRESETS", "VGGT", "VGGTConfig", "build_empty", "from_state_dict", "get_config", "infer_config"]
+__all__ = [
+    "JANUSVLN_WINDOW",
+    "PRESETS",
+    "VGGT",
+    "AggregatorStream",
+    "KVWindow",
+    "VGGTConfig",
+    "build_empty",
+    "from_state_dict",
+    "get_config",
+    "infer_config",
+    "kv_bytes_per_frame",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,8 @@ Key names follow the reference (``norm1``, ``attn.qkv``, ``attn.q_norm``, ``attn
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -125,8 +127,20 @@ class Mlp(nn.Module):
         return linear(linear(x, self.fc1, gelu=True), self.fc2)
 
 
+class KVStore(Protocol):
+    """Where a streaming attention layer keeps the K/V of earlier frames (see ``streaming.LayerKV``)."""
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new frame's ``k``, ``v`` ``[B, heads, P, head_dim]``; return all cached K/V + them."""
+        ...
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with optional per-head qk-LayerNorm and 2-D RoPE, always via SDPA.
+
+    ``attn_mask`` (boolean, True = may attend) restricts which keys each query sees (the aggregator's
+    frame-causal pass); ``kv_cache`` makes the queries of the new tokens attend over the cached K/V of
+    earlier frames as well as their own (streaming). Both default to plain bidirectional attention.
 
     Args:
         dim: Token width.
@@ -143,7 +157,13 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         self.proj = nn.Linear(dim, dim, bias=True)
 
-    def forward(self, x: Tensor, rope: FrameRope | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        rope: FrameRope | None = None,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVStore | None = None,
+    ) -> Tensor:
         b, n, c = x.shape
         qkv = linear(x, self.qkv).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
@@ -151,7 +171,9 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        out = F.scaled_dot_product_attention(q, k, v)
+        if kv_cache is not None:
+            k, v = kv_cache.extend(k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return linear(out.transpose(1, 2).reshape(b, n, c), self.proj)
 
 
@@ -184,8 +206,18 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_values)
 
-    def forward(self, x: Tensor, rope: FrameRope | None = None) -> Tensor:
-        x = _scaled_residual(x, self.attn(self.norm1(x), rope), self.ls1)
+    def forward(
+        self,
+        x: Tensor,
+        rope: FrameRope | None = None,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVStore | None = None,
+    ) -> Tensor:
+        if attn_mask is None and kv_cache is None:
+            attn = self.attn(self.norm1(x), rope)
+        else:
+            attn = self.attn(self.norm1(x), rope, attn_mask=attn_mask, kv_cache=kv_cache)
+        x = _scaled_residual(x, attn, self.ls1)
         return _scaled_residual(x, self.mlp(self.norm2(x)), self.ls2)
 
 
@@ -196,10 +228,20 @@ def _scaled_residual(x: Tensor, branch: Tensor, ls: nn.Module) -> Tensor:
     return x + ls(branch)
 
 
-def run_block(block: nn.Module, x: Tensor, rope: FrameRope | None, checkpoint: bool) -> Tensor:
+def run_block(
+    block: nn.Module,
+    x: Tensor,
+    rope: FrameRope | None,
+    checkpoint: bool,
+    attn_mask: Tensor | None = None,
+) -> Tensor:
     """``block(x, rope)``, recomputed in backward when ``checkpoint`` (saves activation memory)."""
     if checkpoint and torch.is_grad_enabled():
         from torch.utils.checkpoint import checkpoint as ckpt
 
-        return ckpt(block, x, rope, use_reentrant=False)
-    return block(x, rope)
+        if attn_mask is None:
+            return ckpt(block, x, rope, use_reentrant=False)
+        return ckpt(block, x, rope, attn_mask, use_reentrant=False)
+    if attn_mask is None:
+        return block(x, rope)
+    return block(x, rope, attn_mask=attn_mask)
