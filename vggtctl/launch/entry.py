@@ -8,6 +8,7 @@ pass the worker's own code through (torchrun itself only says "failed").
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -21,6 +22,8 @@ from vggtctl.runtime.dist import dist_info
 from vggtctl.utils.atomic import atomic_write_text
 
 EXITCODE_SUFFIX = ".exitcode"
+TEED_ENV = "VGGTCTL_RANK_LOG_TEED"
+"""Set in every launched worker: its stdout/stderr already go to its rank log (write step lines to stderr)."""
 
 
 def exitcode_path(log_dir: Path, rank: int) -> Path:
@@ -57,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     log_dir, module, rest = Path(args[1]), args[2], args[3:]
     info = dist_info()
+    os.environ[TEED_ENV] = "1"
     with tee_to_rank_log(log_dir / rank_log_name(info.rank), echo=info.is_rank_zero):
         code = run_worker(module, rest)
     atomic_write_text(exitcode_path(log_dir, info.rank), f"{code} {time.time():.6f}\n")

@@ -387,3 +387,10 @@ def parse_dtype(dtype: Any) -> torch.dtype | None:
     if name is None:
         raise UsageError(f"unknown dtype {dtype!r}", "use auto, fp32, bf16 or fp16")
     return getattr(torch, name)
+
+
+# ---------------------------------------------------------------- built-in artifact kinds
+# Registered here, where every load_model call sees them: LoRA adapters and finetune run directories.
+from vggtctl.services.finetune.adapter import register as _register_lora_adapter  # noqa: E402
+
+_register_lora_adapter()

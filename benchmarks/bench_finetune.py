@@ -1,0 +1,149 @@
+"""Fine-tuning step time and peak memory: per strategy on the tiny model (CPU), 2 processes vs 1, and the
+1B architecture (seeded random weights, LoRA per strategy, one step at 2 frames 224², ``--arch-1b``).
+
+Tiny runs go through the real command (``python -m vggtctl finetune``, a fresh process each: clean peak RSS)
+on generated synthetic scenes; step times are the median ``step_time`` of ``metrics.jsonl`` after the first
+step. The 1B runs build the model in-process (about 5 GB fp32 + gradients): run them under the heavy lock.
+
+    python benchmarks/bench_finetune.py [--steps 4] [--image-size 112]
+    flock /work/locks/heavy.lock python benchmarks/bench_finetune.py --arch-1b --only-1b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.common import write_result  # noqa: E402
+
+
+def _tiny_run(data: Path, out: Path, strategy: str, steps: int, size: int, nproc: int) -> dict:
+    cmd = [sys.executable, "-m", "vggtctl", "finetune", "--config", "tiny-smoke", "--data", str(data),
+           "--output-dir", str(out), "--strategy", strategy, "--max-steps", str(steps), "--device", "cpu",
+           f"data.image_size={size}", "run.val_every=0", "run.checkpoint_every=0", "--json"]  # fmt: skip
+    cmd += ["optimizer.batch_size=1"] + (["--nproc-per-node", str(nproc)] if nproc > 1 else [])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    times = [r["step_time"] for r in records[1:]] or [records[0]["step_time"]]
+    meta = json.loads((out / "meta.json").read_text())
+    return {
+        "strategy": strategy,
+        "processes": nproc,
+        "image_size": size,
+        "frames": 2,
+        "median_step_s": statistics.median(times),
+        "wall_s": wall,
+        "peak_rss_mb_max_child": max(peak, before) / 1024.0,
+        "trainable_parameters": meta["finetune"]["trainable_parameters"],
+        "samples_per_step": records[-1]["batch_size"],
+    }
+
+
+def _arch_1b(strategy: str, size: int, checkpointing: bool) -> dict:
+    import torch
+
+    from vggtctl.models.vggt.config import get_config
+    from vggtctl.models.vggt.model import VGGT
+    from vggtctl.services.finetune.config import LoraSettings, LossSettings
+    from vggtctl.services.finetune.losses import objective
+    from vggtctl.services.finetune.targets import apply_lora, parameter_counts
+
+    torch.manual_seed(0)
+    model = VGGT(
+        get_config("vggt-1b", enable_track=False, enable_point=False, gradient_checkpointing=checkpointing)
+    )
+    peft = apply_lora(model, strategy, LoraSettings())
+    peft.train()
+    counts = parameter_counts(peft)
+    s = 2
+    batch = {
+        "images": torch.rand(1, s, 3, size, size),
+        "depth": torch.rand(1, s, size, size) + 1.0,
+        "valid": torch.ones(1, s, size, size, dtype=torch.bool),
+        "intrinsics": torch.tensor([[size, 0, size / 2], [0, size, size / 2], [0, 0, 1.0]])
+        .expand(1, s, 3, 3)
+        .clone(),
+        "extrinsics": torch.eye(4)[:3].expand(1, s, 3, 4).clone(),
+    }
+    batch["extrinsics"][:, 1, 0, 3] = 0.3
+    opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        loss = objective(peft(batch["images"]), batch, LossSettings())["loss_objective"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        times.append(time.perf_counter() - t0)
+    return {
+        "strategy": strategy,
+        "image_size": size,
+        "frames": s,
+        "gradient_checkpointing": checkpointing,
+        "step_s": times[-1],
+        "first_step_s": times[0],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        **counts,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument(
+        "--arch-1b", action="store_true", help="also one step of the 1B architecture per strategy"
+    )
+    ap.add_argument("--only-1b", action="store_true")
+    ap.add_argument("--strategy-1b", default="abc")
+    ap.add_argument("--one-1b", help=argparse.SUPPRESS)  # internal: one 1B measurement in this process
+    args = ap.parse_args()
+    if args.one_1b:
+        strategy, ckpt = args.one_1b.split(",")
+        print(json.dumps(_arch_1b(strategy, 224, ckpt == "1")))
+        return 0
+    result: dict = {"tiny_cpu": [], "arch_1b_cpu": []}
+    if not args.only_1b:
+        from vggtctl.services.synthetic import generate_scenes
+
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            generate_scenes(data, scenes=2, views=4, seed=0)
+            for strategy in "abc":
+                result["tiny_cpu"].append(
+                    _tiny_run(data, Path(tmp) / f"run_{strategy}", strategy, args.steps, args.image_size, 1)
+                )
+            result["tiny_cpu"].append(
+                _tiny_run(data, Path(tmp) / "run_a2", "a", args.steps, args.image_size, 2)
+            )
+    if args.arch_1b:
+        for strategy in args.strategy_1b:
+            # a fresh process per measurement: its own peak RSS
+            out = subprocess.run(
+                [sys.executable, __file__, "--one-1b", f"{strategy},1"],
+                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )  # fmt: skip
+            result["arch_1b_cpu"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    path = write_result("finetune", result)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
