@@ -25,4 +25,8 @@ step "Evaluation against the synthetic ground truth" \
 step "Evaluation of the saved predictions (no model run)" \
   $V evaluate --data "$OUT/eth3d" --scenes synth_000 --predictions "$OUT/infer" --json
 step "Monitor a training log" $V monitor examples/logs/hf_trainer.log
+step "Fine-tune the tiny model with LoRA for a few steps (strategy a, CPU)" \
+  $V finetune --config tiny-smoke --data "$OUT/eth3d" --output-dir "$OUT/finetune" --max-steps 3 data.image_size=56 run.val_every=0
+step "Monitor the fine-tuning run directory" $V monitor "$OUT/finetune"
+step "Merge the adapter into VGGT-1B-layout weights" $V finetune merge "$OUT/finetune" --out "$OUT/finetuned"
 printf '\nDemo finished. Outputs are in %s/\n' "$OUT"

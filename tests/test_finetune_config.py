@@ -114,3 +114,17 @@ def test_two_nodes_without_master_addr_exits_2(tmp_path: Path) -> None:
     )
     assert ran.exit_code == 2
     assert "--master-addr" in ran.stderr
+
+
+def test_merge_needs_out_and_a_run(tmp_path: Path) -> None:
+    ran = run_cli("finetune", "merge", tmp_path)
+    assert ran.exit_code == 2 and "--out" in ran.stderr
+    ran = run_cli("finetune", "merge", tmp_path / "missing", "--out", tmp_path / "m")
+    assert ran.exit_code == 1 and "does not exist" in ran.stderr
+
+
+def test_deepspeed_is_refused_with_a_reason(synthetic_root: Path, tmp_path: Path) -> None:
+    ran = run_cli("finetune", "--config", "tiny-smoke", "--data", synthetic_root, "--deepspeed", "zero2",
+                  "--output-dir", tmp_path / "run")  # fmt: skip
+    assert ran.exit_code == 2
+    assert "--deepspeed" in ran.stderr

@@ -239,3 +239,8 @@ def test_torchrun_command_per_node() -> None:
     assert cmd[cmd.index("--node-rank") + 1] == "1"
     assert cmd[cmd.index("--master-addr") + 1] == "10.1.1.1"
     assert cmd[-4:] == ["-m", "pkg.worker", "--x", "1"]
+
+
+def test_busy_default_port_is_ignored_in_process() -> None:
+    plan = build_plan(LaunchRequest(), Detected(busy_ports=frozenset({29500}), spare_port=40000), {})
+    assert (plan.backend, plan.master_port, plan.warnings) == ("inprocess", 29500, ())

@@ -146,6 +146,13 @@ def finetune_command(
     from vggtctl.services.finetune import service
 
     service.check_resume_value(resume)
+    if deepspeed is not None:
+        from vggtctl.errors import UsageError
+
+        raise UsageError(
+            f"--deepspeed {deepspeed}: finetune trains with DDP; its DeepSpeed ZeRO path is not wired in yet",
+            "drop --deepspeed (LoRA's optimizer state is small: DDP fits where ZeRO-2 would)",
+        )
     request = launch_request(
         nproc_per_node=nproc_per_node,
         nnodes=nnodes,

@@ -151,7 +151,9 @@ MasterPortOption = Annotated[
 ]
 LauncherOption = Annotated[
     Launcher,
-    typer.Option("--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."),
+    typer.Option(
+        "--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."
+    ),
 ]
 DeepspeedOption = Annotated[
     str | None,
@@ -163,5 +165,7 @@ DeepspeedOption = Annotated[
 ]
 DryRunOption = Annotated[
     bool,
-    typer.Option("--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."),
+    typer.Option(
+        "--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."
+    ),
 ]

@@ -350,17 +350,20 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
         "launch options", problems, "see `--help` for the launch options; `--dry-run` shows the plan"
     )
 
+    in_process = launcher == "single" or (launcher == "auto" and nproc * nnodes == 1)
     if port is None:
         port = DEFAULT_PORT
         defaulted.append("master_port")
-        if node_rank == 0 and port in detected.busy_ports and detected.spare_port is not None:
+        # One process needs no rendezvous: a busy default port is nobody's concern then.
+        busy = node_rank == 0 and port in detected.busy_ports and not in_process
+        if busy and detected.spare_port is not None:
             port = detected.spare_port
             warnings.append(f"port {DEFAULT_PORT} is in use; using free port {port} for the rendezvous")
     if addr is None:
         addr = LOCALHOST
         defaulted.append("master_addr")
 
-    if launcher == "single" or (launcher == "auto" and nproc * nnodes == 1):
+    if in_process:
         backend = "inprocess"
     elif launcher == "deepspeed":
         backend = "deepspeed"

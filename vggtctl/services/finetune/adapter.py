@@ -71,6 +71,9 @@ def load_base_and_adapter(path: Path, *, device: str = "cpu", dtype: Any = None,
         InputError: ``path`` holds no adapter.
         CheckpointError: The base model's sha256 differs from the one the adapter was trained on.
     """
+    from vggtctl.services.finetune.targets import import_peft
+
+    import_peft()
     from peft import PeftModel
 
     from vggtctl.services.hashing import path_sha256

@@ -46,8 +46,21 @@ def lora_targets(model: nn.Module, strategy: str, convolutions: bool = True) -> 
     return names
 
 
+def import_peft() -> Any:
+    """``import peft``, without the import-time noise of optional backends it probes (torchao's CUDA
+    libraries on a CPU machine, torch's pytree deprecation notes), which says nothing about the run."""
+    import logging
+
+    for name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import peft
+
+    return peft
+
+
 def apply_lora(model: nn.Module, strategy: str, lora: LoraSettings) -> Any:
     """Freeze ``model`` and wrap the strategy's layers in LoRA adapters (a ``peft.PeftModel``)."""
+    import_peft()
     from peft import LoraConfig, get_peft_model
 
     targets = lora_targets(model, strategy, lora.convolutions)
