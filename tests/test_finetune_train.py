@@ -61,6 +61,13 @@ def test_strategy_trains_only_its_layers(strategy: str, synthetic_root: Path, tm
     finetune(synthetic_root, run, "--strategy", strategy, "--max-steps", "2", "run.val_every=0")
     records = metrics(run)
     assert [r["step"] for r in records] == [1, 2]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tb").iterdir())
+    status = json.loads((run / "status.json").read_text())
+    assert (status["state"], status["step"], status["total_steps"]) == (
+        "finished",
+        2,
+        2,
+    ) and "eta_s" in status
     for r in records:
         for key in ("loss_camera", "loss_conf_depth", "loss_reg_depth", "loss_grad_depth", "loss_objective"):
             assert torch.isfinite(torch.tensor(r[key])), key
