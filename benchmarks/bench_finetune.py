@@ -27,12 +27,14 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import write_result  # noqa: E402
 
 
-def _tiny_run(data: Path, out: Path, strategy: str, steps: int, size: int, nproc: int) -> dict:
+def _tiny_run(data: Path, out: Path, strategy: str, steps: int, size: int, nproc: int, threads: int) -> dict:
     cmd = [sys.executable, "-m", "vggtctl", "finetune", "--config", "tiny-smoke", "--data", str(data),
            "--output-dir", str(out), "--strategy", strategy, "--max-steps", str(steps), "--device", "cpu",
            f"data.image_size={size}", "run.val_every=0", "run.checkpoint_every=0", "--json"]  # fmt: skip
     cmd += ["optimizer.batch_size=1"] + (["--nproc-per-node", str(nproc)] if nproc > 1 else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Threads per process fixed: on a shared 2-core machine torch's default (every core) spins against
+    # other jobs and step times swing tenfold.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run(cmd, check=True, env=env, capture_output=True)
@@ -51,6 +53,7 @@ def _tiny_run(data: Path, out: Path, strategy: str, steps: int, size: int, nproc
         "peak_rss_mb_max_child": max(peak, before) / 1024.0,
         "trainable_parameters": meta["finetune"]["trainable_parameters"],
         "samples_per_step": records[-1]["batch_size"],
+        "threads_per_process": threads,
     }
 
 
@@ -106,6 +109,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each tiny-run process")
     ap.add_argument(
         "--arch-1b", action="store_true", help="also one step of the 1B architecture per strategy"
     )
