@@ -130,7 +130,15 @@ def main() -> int:
             generate_scenes(data, scenes=2, views=4, seed=0)
             for strategy in "abc":
                 result["tiny_cpu"].append(
-                    _tiny_run(data, Path(tmp) / f"run_{strategy}", strategy, args.steps, args.image_size, 1)
+                    _tiny_run(
+                        data,
+                        Path(tmp) / f"run_{strategy}",
+                        strategy,
+                        args.steps,
+                        args.image_size,
+                        1,
+                        args.threads,
+                    )
                 )
             result["tiny_cpu"].append(
                 _tiny_run(data, Path(tmp) / "run_a2", "a", args.steps, args.image_size, 2)
