@@ -141,7 +141,7 @@ def main() -> int:
                     )
                 )
             result["tiny_cpu"].append(
-                _tiny_run(data, Path(tmp) / "run_a2", "a", args.steps, args.image_size, 2)
+                _tiny_run(data, Path(tmp) / "run_a2", "a", args.steps, args.image_size, 2, args.threads)
             )
     if args.arch_1b:
         for strategy in args.strategy_1b:
