@@ -35,7 +35,11 @@ Examples:
 
   vggtctl infer a.jpg b.jpg c.jpg --model ./weights/model.safetensors --format ply,colmap --json
 
-  vggtctl infer walk.mp4 --every 10 --mode pad --device cuda --dtype bf16
+  vggtctl infer walk.mp4 --fps 2 --mode pad --device cuda --dtype bf16
+
+  vggtctl infer long_scene/ --max-memory 20GB --dry-run
+
+  vggtctl infer long_scene/ --chunk-size 64 --overlap 16
 
   vggtctl infer scene/images --model tiny --conf-threshold 3 --points head
 """
@@ -49,6 +53,14 @@ class Units(str, Enum):
 class ColmapFormat(str, Enum):
     bin = "bin"
     txt = "txt"
+
+
+class Chunk(str, Enum):
+    auto = "auto"
+    off = "off"
+
+
+SCALE_PANEL = "Memory plan and long sequences"
 
 
 # InferConfig fields whose flag is not --field-name.
@@ -92,13 +104,49 @@ def infer_command(
             "--colmap-format", help="COLMAP model as binary *.bin (COLMAP's default) or text *.txt files."
         ),
     ] = ColmapFormat.bin,
-    max_frames: Annotated[
-        int,
-        typer.Option(
-            "--max-frames", help="Refuse more frames than this (one forward pass over all of them)."
-        ),
-    ] = 100,
     every: Annotated[int, typer.Option("--every", help="For videos: keep every N-th frame.")] = 1,
+    fps: Annotated[
+        float | None,
+        typer.Option("--fps", help="For videos: keep F frames per second of video (instead of --every).", show_default=False),
+    ] = None,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--max-memory",
+            help="Memory budget, e.g. 20GB or 16GiB (default: free GPU / available CPU memory).",
+            rich_help_panel=SCALE_PANEL,
+            show_default=False,
+        ),
+    ] = None,
+    chunk: Annotated[
+        Chunk,
+        typer.Option(
+            "--chunk",
+            help="auto: one pass when it fits the budget, else overlapping chunks aligned by Sim(3); off: one pass or an error.",
+            rich_help_panel=SCALE_PANEL,
+        ),
+    ] = Chunk.auto,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-size", help="Force chunks of N frames.", rich_help_panel=SCALE_PANEL, show_default=False
+        ),
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        typer.Option(
+            "--overlap",
+            help="Frames shared by consecutive chunks (default: a quarter of the chunk, 2 to 16).",
+            rich_help_panel=SCALE_PANEL,
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the memory plan (one pass or chunks) and stop.", rich_help_panel=SCALE_PANEL
+        ),
+    ] = False,
     max_points: Annotated[
         int, typer.Option("--max-points", help="Cap on points in points.ply / points3D.txt (seeded subset).")
     ] = 500_000,
@@ -121,11 +169,22 @@ def infer_command(
         formats=tuple(f.strip().lower() for f in formats.split(",") if f.strip()),
         colmap_units=colmap_units.value,
         colmap_format=colmap_format.value,
-        max_frames=max_frames,
         every=every,
+        fps=fps,
         max_points=max_points,
+        max_memory=max_memory,
+        chunk=chunk.value,
+        chunk_size=chunk_size,
+        overlap=overlap,
+        dry_run=dry_run,
     )
     output = Output(json_mode=json_out)
+    if dry_run:
+        from vggtctl.services.infer import plan_run
+
+        plan = plan_run(config)
+        output.result(plan.to_dict(), lambda console: console.print("\n".join(plan.lines()), markup=False))
+        return
     try:
         result = run_inference(config, progress=output.progress())
     finally:
@@ -152,6 +211,15 @@ def _render(console: Any, r: dict[str, Any]) -> None:
         note = f" ({r['colmap_format']}, PINHOLE, {r['colmap_units']} pixels)" if kind == "colmap" else ""
         table.add_row(kind, f"{path}{note}")
     console.print(table)
+    plan = r.get("plan") or {}
+    if plan.get("mode") == "chunked":
+        worst = max((c["residual_rel"] for c in r["chunks"]), default=0.0)
+        weak = sum(1 for c in r["chunks"] if c["weak"])
+        console.print(
+            f"chunked: {len(r['chunks'])} chunks of {plan['chunk_size']} frames, overlap {plan['overlap']}; "
+            f"worst alignment residual {worst:.2%} of the overlap's extent"
+            + (f"; {weak} weak overlap(s), see meta.json" if weak else "")
+        )
     console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings_s"].items()))
 
 

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from vggtctl.defaults import DEFAULT_REPO
-from vggtctl.errors import ConfigError, InputError, Problem, UsageError, raise_problems
+from vggtctl.errors import InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
 from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runtime import DTYPE_CHOICES, resolve_device, resolve_dtype, versions
 from vggtctl.runtime.precision import DtypeChoice, autocast
-from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, open_image, preprocess_images
-from vggtctl.utils.atomic import StagedDir, atomic_open, atomic_write_json
+from vggtctl.services.infer_plan import InferPlan, settings_problems
+from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, preprocess_images
+from vggtctl.utils.atomic import StagedDir, atomic_write_json
 from vggtctl.utils.devices import device_problem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,12 +118,19 @@ def predict(
 
 @dataclass
 class Frame:
-    """One input frame: a name for outputs, where it came from, and (for videos) the decoded image."""
+    """One input frame: a name for outputs, where it came from, and (for videos) where and when in the video.
+
+    Video frames are not decoded here: ``video``/``video_index`` say where to find the pixels, which
+    are streamed when the frames are preprocessed (see ``services/infer_scale.DecodedFrames``).
+    """
 
     name: str
     source: str
     path: Path | None = None
     image: Any = None
+    video: Path | None = None
+    video_index: int | None = None
+    timestamp_s: float | None = None
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -133,19 +141,24 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def collect_frames(
-    inputs: Sequence[str | os.PathLike[str]], *, every: int = 1, limit: int | None = None
+    inputs: Sequence[str | os.PathLike[str]],
+    *,
+    every: int = 1,
+    limit: int | None = None,
+    fps: float | None = None,
 ) -> list[Frame]:
     """Expand files, folders (sorted, image extensions, case-insensitive) and videos into frames.
 
     Args:
         inputs: Image files, folders of images, or video files, in order.
         every: For videos, keep one frame in ``every``.
-        limit: Stop decoding videos past this many frames in total (the caller's guard + 1).
+        limit: Keep at most this many video frames in total.
+        fps: For videos, keep one frame per ``1/fps`` seconds instead (overrides ``every``).
 
     Raises:
-        InputError: A path does not exist, a folder has no images, or nothing was found.
+        InputError: A path does not exist, a folder has no images, a video has no frames, or nothing was found.
     """
-    from vggtctl.io.video import is_video, read_video_frames
+    from vggtctl.io.video import is_video, select_video_frames
 
     frames: list[Frame] = []
     for raw in inputs:
@@ -160,8 +173,16 @@ def collect_frames(
             frames.extend(Frame(name="", source=str(f), path=f) for f in found)
         elif p.is_file() and is_video(p):
             left = None if limit is None else max(limit - len(frames), 1)
-            for vf in read_video_frames(p, every=every, limit=left):
-                frames.append(Frame(name=vf.name, source=f"{p}#{vf.index}", image=vf.image))
+            for ref in select_video_frames(p, every=every, fps=fps, limit=left):
+                frames.append(
+                    Frame(
+                        name=ref.name,
+                        source=f"{p}#{ref.index}",
+                        video=p,
+                        video_index=ref.index,
+                        timestamp_s=ref.timestamp_s,
+                    )
+                )
         elif p.is_file():
             frames.append(Frame(name="", source=str(p), path=p))
         else:
@@ -209,9 +230,14 @@ class InferConfig:
     formats: tuple[str, ...] = FORMATS
     colmap_units: str = "original"
     colmap_format: str = "bin"
-    max_frames: int = 100
     every: int = 1
+    fps: float | None = None
     max_points: int = 500_000
+    max_memory: str | None = None
+    chunk: str = "auto"
+    chunk_size: int | None = None
+    overlap: int | None = None
+    dry_run: bool = False
 
     def problems(self) -> list[Problem]:
         """Every bad setting, about values (empty: the config is valid). Touches no file but ``out``."""
@@ -228,9 +254,19 @@ class InferConfig:
             problems.append(Problem.of("formats", f"allowed: {', '.join(FORMATS)}", list(self.formats)))
         choice("colmap_units", self.colmap_units, COLMAP_UNITS)
         choice("colmap_format", self.colmap_format, COLMAP_FORMATS)
-        for name in ("max_frames", "every", "max_points"):
+        for name in ("every", "max_points"):
             if getattr(self, name) < 1:
                 problems.append(Problem.of(name, "must be >= 1", getattr(self, name)))
+        problems.extend(
+            settings_problems(
+                max_memory=self.max_memory,
+                chunk=self.chunk,
+                chunk_size=self.chunk_size,
+                overlap=self.overlap,
+                fps=self.fps,
+                every=self.every,
+            )
+        )
         device_reason = device_problem(self.device)
         if device_reason is not None:
             problems.append(Problem.of("device", device_reason, self.device))
@@ -267,6 +303,8 @@ class InferResult:
     colmap_format: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    plan: dict[str, Any] = field(default_factory=dict)
+    chunks: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
@@ -380,8 +418,40 @@ def colmap_cameras(
 # ---------------------------------------------------------------- the command
 
 
+def _model_shape(config: InferConfig) -> tuple[Any, str]:
+    from vggtctl.services.infer_scale import model_config_for
+
+    return model_config_for(config.model, config.preset)
+
+
+def _plan(
+    config: InferConfig, model_cfg: Any, preset: str, frames: int, hw: tuple[int, int], device: str
+) -> InferPlan:
+    from vggtctl.services.infer_scale import plan_for
+
+    dtype = resolve_dtype(config.dtype, device)
+    return plan_for(config, model_cfg, preset, frames, hw, device, dtype.name, dtype.weights)
+
+
+def plan_run(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferPlan:
+    """``vggtctl infer --dry-run``: count the frames, size them from their headers, and plan; load nothing.
+
+    Raises:
+        UsageError: Bad options (including chunk size <= overlap).
+        InputError: Missing inputs, a video without frames.
+        MemoryPlanError: With chunking off, one pass needs more memory than available.
+    """
+    from vggtctl.services.infer_scale import input_hw
+
+    config.validate()
+    frames = collect_frames(config.inputs, every=config.every, fps=config.fps)
+    model_cfg, preset = _model_shape(config)
+    hw = input_hw(frames, config.mode, int(model_cfg.img_size))
+    return _plan(config, model_cfg, preset, len(frames), hw, resolve_device(config.device))
+
+
 def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferResult:
-    """Run ``vggtctl infer``: inputs -> load model -> preprocess -> one forward -> files.
+    """Run ``vggtctl infer``: inputs -> preprocess -> memory plan -> load model -> forward(s) -> files.
 
     Images are preprocessed as the reference does, to the model's ``img_size`` (518 for VGGT-1B).
 
@@ -392,7 +462,8 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
     ``config.out`` as it was, and the outputs of an earlier run there are replaced as a whole.
 
     Raises:
-        UsageError: Bad options, or more frames than ``max_frames``.
+        UsageError: Bad options (chunk size <= overlap, ...).
+        MemoryPlanError: One pass does not fit and chunking is off (``chunk="off"``).
         InputError, CheckpointError, DownloadError: From inputs and model loading.
     """
     from vggtctl.io.predictions import previous_outputs
@@ -409,33 +480,29 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
 
     from vggtctl.io.ply import write_ply
     from vggtctl.io.predictions import output_sizes, save_predictions
+    from vggtctl.services.infer_scale import DecodedFrames, forward, save_video_frames
     from vggtctl.services.model_loader import load_model
 
     timings: dict[str, float] = {}
     with _stage("collect inputs", timings, progress):
-        frames = collect_frames(config.inputs, every=config.every, limit=config.max_frames + 1)
-    if len(frames) > config.max_frames:
-        what = "at least " if any(f.image is not None for f in frames) else ""
-        problem = Problem.of(
-            "max_frames",
-            f"{what}{len(frames)} frames given: VGGT runs one forward pass over all frames, "
-            "and memory grows with their number",
-            config.max_frames,
-        )
-        raise ConfigError(
-            "infer settings",
-            [problem],
-            f"raise the limit to {len(frames)} if the device has the memory, "
-            "or pass fewer images / keep fewer video frames",
-        )
+        frames = collect_frames(config.inputs, every=config.every, fps=config.fps)
     if "colmap" in config.formats and config.colmap_format == "txt":
         check_text_names([f.name for f in frames])  # before the model loads, not after the forward pass
-    # Decode every image before the model loads: a truncated JPEG must fail in a second, not after a
-    # 5 GB checkpoint read.
+    model_cfg, preset = _model_shape(config)
+    # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
+    target = int(model_cfg.img_size)
+    # Decode (streaming) and preprocess every frame before the model loads: a truncated JPEG must fail in
+    # a second, not after a 5 GB checkpoint read; only model-size arrays are kept.
     with _stage("load images", timings, progress):
-        pil = [f.image if f.image is not None else open_image(f.path) for f in frames]  # type: ignore[arg-type]
+        images, geoms = preprocess_images(DecodedFrames(frames), config.mode, target)
+    progress.log(
+        f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"
+    )
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    plan = _plan(config, model_cfg, preset, len(frames), (int(images.shape[2]), int(images.shape[3])), device)
+    for line in plan.lines():
+        progress.log(line)
     with _stage("load model", timings, progress):
         model = load_model(
             config.model,
@@ -446,15 +513,14 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
             progress=progress,
         )
     prov = model.provenance
-    # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
-    target = int(model.config.img_size)
-    with _stage("preprocess", timings, progress):
-        images, geoms = preprocess_images(pil, config.mode, target)
-    progress.log(
-        f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"
-    )
     with _stage("forward", timings, progress):
-        preds = predict(model, images, device=device, dtype=dtype.autocast_dtype, progress=progress)
+        preds, chunk_reports = forward(
+            model, images, plan, device=device, dtype=dtype.autocast_dtype, progress=progress
+        )
+    if any(f.timestamp_s is not None for f in frames):
+        preds["timestamps_s"] = np.array(
+            [np.nan if f.timestamp_s is None else f.timestamp_s for f in frames], dtype=np.float64
+        )
     del model
     files: dict[str, str] = {}
     sources = [f.source for f in frames]
@@ -481,11 +547,10 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
                 files["ply"] = str(out / "points.ply")
     if "colmap" in config.formats:
         with _stage("write colmap", timings, progress):
+            # COLMAP needs the pixels: video frames are decoded again (streamed) and saved under frames/.
+            save_video_frames(frames, work / "frames")
             for f in frames:
-                if f.image is not None:
-                    # COLMAP needs the pixels: decoded video frames are saved under frames/.
-                    with atomic_open(work / "frames" / f.name, "wb") as fh:
-                        f.image.save(fh, format="PNG")
+                if f.video is not None:
                     f.name = f"frames/{f.name}"
             names = [f.name for f in frames]
             Ks, sizes = colmap_cameras(preds, geoms, config.colmap_units)
@@ -511,6 +576,8 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
         colmap_format=config.colmap_format if "colmap" in config.formats else None,
         files=files,
         timings_s=timings,
+        plan=plan.to_dict(),
+        chunks=[r.to_dict() for r in chunk_reports],
     )
     meta = {
         "tool": "vggtctl infer",
@@ -535,9 +602,14 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
                 "orig_hw": list(g.orig_hw),
                 "resized_hw": list(g.resized_hw),
                 "offset_xy": list(g.offset_xy),
+                **({"timestamp_s": f.timestamp_s} if f.timestamp_s is not None else {}),
             }
-            for n, s, g in zip(names, sources, geoms, strict=True)
+            for n, s, g, f in zip(names, sources, geoms, frames, strict=True)
         ],
+        # The memory plan (one pass or chunks, with the numbers) and, for chunked runs, how each chunk
+        # was aligned: Sim(3) scale, residual relative to the overlap's extent, inliers, weak flag.
+        "plan": result.plan,
+        "chunks": result.chunks,
         "image_size_hw": list(result.image_size_hw),
         "colmap_units": result.colmap_units,
         "colmap_format": result.colmap_format,

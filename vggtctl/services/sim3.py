@@ -36,7 +36,8 @@ class Sim3Fit:
         transform: ``x -> s R x + t`` mapping source onto target.
         points: Correspondences used (finite ones).
         inliers: Correspondences within the inlier threshold after the final fit.
-        residual_rel: Median residual of the inliers divided by the target extent.
+        residual_rel: Median residual over ALL correspondences divided by the target extent (how much
+            the two point sets disagree once aligned; robust to up to half of them being outliers).
         rmse_rel: RMS residual of the inliers divided by the target extent.
         extent: The target extent (median distance to the median point), in target units.
     """
@@ -215,7 +216,7 @@ def robust_sim3(
         transform=t,
         points=int(len(src_all)),
         inliers=int(inliers.sum()),
-        residual_rel=float(np.median(ri) / ext_all),
+        residual_rel=float(np.median(r_all) / ext_all),
         rmse_rel=float(np.sqrt(np.mean(ri**2)) / ext_all),
         extent=ext_all,
     )
