@@ -37,6 +37,7 @@ CPU_1B_ROWS = ["1x224x224", "2x224x224", "4x224x224", "8x224x224", "2x308x308"]
 CPU_1B_CHUNKED = ["12x224x224:6:2"]
 GPU_ROWS = ["100x518x518", "300x518x518", "600x518x518", "1000x518x518"]
 GPU_CHUNKED = ["1000x518x518:200:20"]
+OUTPUT_FLOATS = 12
 
 
 def _status_kb(field: str) -> int:
@@ -116,20 +117,29 @@ def parse_row(text: str) -> dict[str, Any]:
 def fit(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Least squares ``peak - weights = runtime + a·tokens + b·dpt + c·pixels`` per preset (CPU rows)."""
     import numpy as np
+    from scipy.optimize import nnls
 
     out: dict[str, dict[str, float]] = {}
     for preset in sorted({r["preset"] for r in rows}):
         rs = [r for r in rows if r["preset"] == preset and "peak_rss_mb" in r]
         if len(rs) < 4:
             continue
-        x = np.array([[1.0, r["features"]["tokens"], r["features"]["dpt"], r["features"]["pixels"]] for r in rs])
-        y = np.array([r["peak_rss_mb"] * 2**20 - r["weights_bytes"] for r in rs])
-        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        x = np.array(
+            [[1.0, r["features"]["tokens"], r["features"]["dpt"], r["features"]["pixels"]] for r in rs]
+        )
+        # The per-pixel outputs every frame keeps on the host (depth, confidences, two point maps, the
+        # image: 12 float32 per pixel) are counted, not fitted: one-pass rows alone cannot tell them from
+        # the token term, and chunked runs of thousands of frames are dominated by them.
+        y = np.array([r["peak_rss_mb"] * 2**20 - r["weights_bytes"] - OUTPUT_FLOATS * r["features"]["pixels"]
+                      for r in rs])  # fmt: skip
+        # Non-negative least squares: every term is memory that exists, so no coefficient may be negative
+        # (plain least squares trades a negative token term against the collinear pixel term).
+        coef, _ = nnls(x, y)
         out[preset] = {
             "runtime_bytes": float(coef[0]),
             "a_tokens": float(coef[1]),
             "b_dpt": float(coef[2]),
-            "c_pixels": float(coef[3]),
+            "c_pixels": float(coef[3]) + OUTPUT_FLOATS,
             "rows": [r["name"] for r in rs],
         }
     return out
@@ -174,7 +184,9 @@ def main() -> int:
         print(f"== {args.preset} {name} {args.dtype} {args.device}", file=sys.stderr, flush=True)
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=args.timeout, env=env, check=False
+            )
         except subprocess.TimeoutExpired:
             results.append({**spec, "error": f"timeout after {args.timeout} s"})
             continue

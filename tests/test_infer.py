@@ -272,10 +272,9 @@ def test_select_points_drops_padding_hand_case() -> None:
 
 def test_usage_errors_exit_2_before_loading_anything(tmp_path: Path) -> None:
     images = _images(tmp_path / "images")
-    r = _invoke("infer", images, "--model", "tiny", "--max-frames", 2)
+    r = _invoke("infer", images, "--model", "tiny", "--chunk-size", 4, "--overlap", 4)
     assert r.exit_code == 2
-    assert "Error: invalid infer settings: --max-frames 2 (3 frames given: VGGT runs one" in r.stderr
-    assert "Hint: raise the limit to 3" in r.stderr
+    assert "Error: invalid infer settings: --chunk-size 4 (must be larger than the overlap (4)" in r.stderr
     r = _invoke("infer", images, "--format", "npz,obj")
     assert r.exit_code == 2 and "--format npz,obj" in r.stderr
     r = _invoke("infer", images, "--conf-threshold", "150%")

@@ -11,7 +11,6 @@ from scipy.spatial.transform import Rotation
 
 from vggtctl.errors import ConfigError
 from vggtctl.services.infer_chunked import chunk_ranges, predict_chunked
-from vggtctl.services.metrics.align import Sim3
 
 
 def test_chunk_ranges_cover_every_frame_with_the_overlap() -> None:
@@ -137,14 +136,16 @@ def scene_images(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     from vggtctl.services.synthetic import generate_scenes
 
     out = tmp_path_factory.mktemp("syn42")
-    generate_scenes(out, scenes=1, views=42, seed=0, width=224, height=168)
+    generate_scenes(out, scenes=1, views=42, seed=0, width=160, height=120)
     files = sorted((out / "synth_000" / "images" / "dslr_images_undistorted").iterdir())
     assert len(files) == 42
-    images, _ = preprocess_images([open_image(p) for p in files], "crop", 168)
+    # 112x84 model input (48 patches a frame) keeps the 42-frame one pass and the 4 chunks cheap.
+    images, _ = preprocess_images([open_image(p) for p in files], "crop", 112)
     return images
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~15 s on a quiet 2-core machine; minutes when it is shared
 def test_tiny_chunked_agrees_with_one_pass_up_to_the_reported_residual(
     scene_images: np.ndarray, tiny_checkpoint: Path
 ) -> None:
@@ -178,5 +179,3 @@ def test_tiny_chunked_agrees_with_one_pass_up_to_the_reported_residual(
     assert np.median(d) <= worst
     per_frame = np.median(d.reshape(42, -1), axis=1)
     assert per_frame.max() <= 4 * worst
-    # a bad alignment (identity for chunk 3 instead of its Sim(3)) is visibly worse than the residual
-    assert isinstance(gauge, Sim3)

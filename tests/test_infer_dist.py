@@ -28,7 +28,12 @@ def test_split_frames() -> None:
 @pytest.mark.timeout(240)
 def test_two_gloo_processes_equal_one(tmp_path: Path) -> None:
     out = tmp_path / "diffs.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "VGGTCTL_HOME": str(tmp_path / "home")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "VGGTCTL_HOME": str(tmp_path / "home"),
+    }
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(ROOT / "tests" / "scripts" / "dist_infer.py"), str(out), "5"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=220, check=False)

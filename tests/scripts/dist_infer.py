@@ -31,7 +31,9 @@ def main() -> int:
         scales = {k: float(np.abs(ref[k]).max()) for k in ref if k in preds}
         missing = sorted(set(ref) - set(preds))
         with open(out_path, "w") as f:
-            json.dump({"world": dist.get_world_size(), "diffs": diffs, "scales": scales, "missing": missing}, f)
+            json.dump(
+                {"world": dist.get_world_size(), "diffs": diffs, "scales": scales, "missing": missing}, f
+            )
     dist.barrier()
     dist.destroy_process_group()
     return 0

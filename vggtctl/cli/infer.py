@@ -107,7 +107,11 @@ def infer_command(
     every: Annotated[int, typer.Option("--every", help="For videos: keep every N-th frame.")] = 1,
     fps: Annotated[
         float | None,
-        typer.Option("--fps", help="For videos: keep F frames per second of video (instead of --every).", show_default=False),
+        typer.Option(
+            "--fps",
+            help="For videos: keep F frames per second of video (instead of --every).",
+            show_default=False,
+        ),
     ] = None,
     max_memory: Annotated[
         str | None,
@@ -144,7 +148,9 @@ def infer_command(
     dry_run: Annotated[
         bool,
         typer.Option(
-            "--dry-run", help="Print the memory plan (one pass or chunks) and stop.", rich_help_panel=SCALE_PANEL
+            "--dry-run",
+            help="Print the memory plan (one pass or chunks) and stop.",
+            rich_help_panel=SCALE_PANEL,
         ),
     ] = False,
     max_points: Annotated[

@@ -139,7 +139,9 @@ def select_video_frames(
     return kept
 
 
-def iter_video_images(path: str | os.PathLike[str], indices: Sequence[int]) -> Iterator[tuple[int, Image.Image]]:
+def iter_video_images(
+    path: str | os.PathLike[str], indices: Sequence[int]
+) -> Iterator[tuple[int, Image.Image]]:
     """Decode the frames at ``indices`` (ascending) one at a time, as RGB PIL images.
 
     Raises:
@@ -163,7 +165,9 @@ def iter_video_images(path: str | os.PathLike[str], indices: Sequence[int]) -> I
             if index == wanted[k]:
                 ok, bgr = cap.retrieve()
                 if not ok or bgr is None:
-                    raise InputError(f"{p}: cannot decode frame {index}", "the video may be truncated or corrupt")
+                    raise InputError(
+                        f"{p}: cannot decode frame {index}", "the video may be truncated or corrupt"
+                    )
                 yield index, Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
                 k += 1
             index += 1

@@ -83,7 +83,9 @@ def _global_block_local(block: Any, x_all: Any, a: int, b: int, p: int, rope: An
     return _scaled_residual(x, block.mlp(block.norm2(x)), block.ls2)
 
 
-def _aggregate_local(model: Any, images: Any, a: int, b: int, sizes: list[int], layers: tuple[int, ...]) -> list:
+def _aggregate_local(
+    model: Any, images: Any, a: int, b: int, sizes: list[int], layers: tuple[int, ...]
+) -> list:
     """The aggregator for frames ``[a, b)`` of ``images [1, S_local, 3, H, W]`` (already the local slice)."""
     import torch
 
@@ -150,9 +152,9 @@ def predict_distributed(
         psi = model.aggregator.patch_start_idx
         with torch.autocast(x.device.type, enabled=False):
             chunk = model.config.dpt_frames_chunk_size
-            for name, head, keys in (
-                ("depth", model.depth_head, ("depth", "depth_conf")),
-                ("point", model.point_head, ("world_points", "world_points_conf")),
+            for head, keys in (
+                (model.depth_head, ("depth", "depth_conf")),
+                (model.point_head, ("world_points", "world_points_conf")),
             ):
                 if head is not None:
                     pred, conf = head(tokens, x, psi, frames_chunk_size=chunk)

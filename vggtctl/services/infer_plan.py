@@ -98,9 +98,7 @@ def weight_bytes(config: VGGTConfig, load_dtype: str = "float32") -> int:
     from vggtctl.models.vggt.build import expected_shapes, target_dtype
 
     dt = getattr(torch, load_dtype)
-    return sum(
-        math.prod(shape) * target_dtype(key, dt).itemsize for key, shape in expected_shapes(config)
-    )
+    return sum(math.prod(shape) * target_dtype(key, dt).itemsize for key, shape in expected_shapes(config))
 
 
 def memory_features(
@@ -145,7 +143,11 @@ def estimate_peak_bytes(
     cuda = device.startswith("cuda")
     f = memory_features(config, frames, h, w, frames if cuda else total_frames)
     low = cuda and load_dtype != "float32"
-    act = (0.5 if low else 1.0) * c["a_tokens"] * f["tokens"] + c["b_dpt"] * f["dpt"] + c["c_pixels"] * f["pixels"]
+    act = (
+        (0.5 if low else 1.0) * c["a_tokens"] * f["tokens"]
+        + c["b_dpt"] * f["dpt"]
+        + c["c_pixels"] * f["pixels"]
+    )
     if cuda:
         base = CUDA_CONTEXT_BYTES
     else:
@@ -285,7 +287,9 @@ def plan_inference(
     """
     h, w = image_hw
     if chunk not in CHUNK_CHOICES:
-        raise ConfigError("infer settings", [Problem.of("chunk", f"allowed: {', '.join(CHUNK_CHOICES)}", chunk)])
+        raise ConfigError(
+            "infer settings", [Problem.of("chunk", f"allowed: {', '.join(CHUNK_CHOICES)}", chunk)]
+        )
     if chunk == "off" and chunk_size is not None:
         raise ConfigError(
             "infer settings",
@@ -310,7 +314,11 @@ def plan_inference(
     basis = (
         f"fitted to CPU peak-RSS measurements of {preset if preset in load_fit()['presets'] else 'vggt-1b'} "
         f"({load_fit()['measured']})"
-        + ("; on CUDA extrapolated from the CPU fit, not measured on a GPU" if device.startswith("cuda") else "")
+        + (
+            "; on CUDA extrapolated from the CPU fit, not measured on a GPU"
+            if device.startswith("cuda")
+            else ""
+        )
     )
     plan = InferPlan(
         frames=frames,
@@ -385,11 +393,15 @@ def settings_problems(
     if chunk not in CHUNK_CHOICES:
         problems.append(Problem.of("chunk", f"allowed: {', '.join(CHUNK_CHOICES)}", chunk))
     if chunk == "off" and chunk_size is not None:
-        problems.append(Problem.of("chunk_size", "conflicts with chunk off (one pass, never chunks)", chunk_size))
+        problems.append(
+            Problem.of("chunk_size", "conflicts with chunk off (one pass, never chunks)", chunk_size)
+        )
     if overlap is not None and chunk_size is None and overlap < 1:
         problems.append(Problem.of("overlap", "must be >= 1 (a Sim(3) needs shared frames)", overlap))
     if chunk_size is not None:
-        problems.extend(chunk_problems(chunk_size, overlap if overlap is not None else default_overlap(chunk_size)))
+        problems.extend(
+            chunk_problems(chunk_size, overlap if overlap is not None else default_overlap(chunk_size))
+        )
     if max_memory is not None:
         try:
             parse_memory(max_memory)

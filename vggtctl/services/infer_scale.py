@@ -115,7 +115,9 @@ def input_hw(frames: Sequence[Frame], mode: str, target: int) -> tuple[int, int]
                 with PILImage.open(f.path) as im:  # type: ignore[arg-type]
                     w, h = im.size
             except OSError as e:
-                raise InputError(f"cannot read image {f.path}: {e}", "is the file a complete image?") from None
+                raise InputError(
+                    f"cannot read image {f.path}: {e}", "is the file a complete image?"
+                ) from None
         nw, nh = resized_size(w, h, mode, target)
         if mode == "pad":
             nw = nh = target

@@ -1,0 +1,102 @@
+"""The memory plan (services/infer_plan.py): the fitted estimate against a measured peak, and the decision."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vggtctl.errors import ConfigError
+from vggtctl.models.vggt.config import get_config
+from vggtctl.services.infer_plan import (
+    MemoryPlanError,
+    estimate_peak_bytes,
+    load_fit,
+    parse_memory,
+    plan_inference,
+    weight_bytes,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _measure(tmp_path: Path, *args: int) -> int:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VGGTCTL_HOME": str(tmp_path / "home")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "scripts" / "forward_peak.py"), *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("shape", [(20, 126, 168), (12, 126, 168, 6, 2)], ids=["one-pass", "chunked"])
+def test_estimate_within_15_percent_of_the_measured_peak(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    s, h, w = shape[:3]
+    measured = _measure(tmp_path, *shape)
+    n = shape[3] if len(shape) > 3 else s
+    est = estimate_peak_bytes(get_config("tiny"), "tiny", n, h, w, total_frames=s)
+    assert abs(est / measured - 1) <= 0.15, (est, measured)
+
+
+def test_the_shipped_fit_covers_tiny_and_1b() -> None:
+    fit = load_fit()
+    for preset in ("tiny", "vggt-1b"):
+        assert {"runtime_bytes", "a_tokens", "b_dpt", "c_pixels", "rows"} <= set(fit["presets"][preset])
+        assert fit["presets"][preset]["rows"], "fitted to measured rows"
+
+
+def test_weight_bytes_follow_the_load_dtype() -> None:
+    cfg = get_config("vggt-1b")
+    fp32 = weight_bytes(cfg, "float32")
+    assert 4.9e9 < fp32 < 5.1e9  # the 1B checkpoint is 4,794 MiB of float32
+    bf16 = weight_bytes(cfg, "bfloat16")
+    assert 0.5 * fp32 < bf16 < 0.8 * fp32  # aggregator Linear layers halve, heads stay float32
+
+
+def test_plan_chooses_one_pass_chunks_or_refuses_with_numbers() -> None:
+    from vggtctl.services.infer_plan import gib
+
+    cfg = get_config("vggt-1b")
+
+    def need(n: int, total: int) -> int:
+        return estimate_peak_bytes(cfg, "vggt-1b", n, 392, 518, total_frames=total)
+
+    def plan(frames: int, budget: int, **kw: object):  # type: ignore[no-untyped-def]
+        return plan_inference(cfg, "vggt-1b", frames, (392, 518), max_memory=budget, **kw)
+
+    assert plan(4, int(need(4, 4) / 0.9) + 1).mode == "one-pass"
+    one = need(300, 300)
+    budget = int(0.7 * one)
+    big = plan(300, budget)
+    assert big.mode == "chunked" and big.one_pass_bytes == one
+    assert big.chunk_bytes == need(big.chunk_size, 300) <= 0.9 * budget < need(big.chunk_size + 1, 300)
+    assert big.chunks[0][0] == 0 and big.chunks[-1][1] == 300 and 2 <= big.overlap < big.chunk_size
+    forced = plan(100, 10**15, chunk_size=32, overlap=8)
+    assert forced.mode == "chunked" and forced.chunk_size == 32 and forced.overlap == 8
+    with pytest.raises(MemoryPlanError) as e:
+        plan(300, budget, chunk="off")
+    assert str(e.value) == (
+        f"one pass over 300 frames at 518x392 needs ~{gib(one)}, but only {gib(budget)} is available "
+        "(--max-memory; 90% of it is planned for)"
+    )
+    with pytest.raises(MemoryPlanError, match="even the smallest chunk"):
+        plan(300, int(weight_bytes(cfg)))  # not even the weights fit
+    with pytest.raises(ConfigError, match="must be larger than the overlap"):
+        plan(100, 10**15, chunk_size=8, overlap=8)
+
+
+def test_parse_memory() -> None:
+    assert parse_memory("20GB") == 20 * 10**9
+    assert parse_memory("16GiB") == 16 * 2**30
+    assert parse_memory("800 MB") == 800 * 10**6
+    assert parse_memory("1234") == 1234
+    for bad in ("lots", "-1GB", "0"):
+        with pytest.raises(ConfigError, match="max_memory"):
+            parse_memory(bad)
