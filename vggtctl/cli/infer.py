@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,8 +16,15 @@ from vggtctl.cli.options import (
     Dtype,
     DtypeOption,
     JsonOption,
+    Launcher,
+    LauncherOption,
+    MasterAddrOption,
+    MasterPortOption,
     Mode,
     ModelOption,
+    NnodesOption,
+    NodeRankOption,
+    NprocOption,
     Points,
     PresetOption,
     RevisionOption,
@@ -157,6 +166,12 @@ def infer_command(
         int, typer.Option("--max-points", help="Cap on points in points.ply / points3D.txt (seeded subset).")
     ] = 500_000,
     json_out: JsonOption = False,
+    nproc_per_node: NprocOption = None,
+    nnodes: NnodesOption = None,
+    node_rank: NodeRankOption = None,
+    master_addr: MasterAddrOption = None,
+    master_port: MasterPortOption = None,
+    launcher: LauncherOption = Launcher.auto,
 ) -> None:
     """Predict cameras, depth and points for a set of images with ONE forward pass."""
     from vggtctl.services.infer import InferConfig, run_inference
@@ -185,12 +200,48 @@ def infer_command(
         dry_run=dry_run,
     )
     output = Output(json_mode=json_out)
+    from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
+    from vggtctl.launch import Worker, plan_for, run_plan
+
+    request = launch_request(
+        nproc_per_node=nproc_per_node,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+        launcher=launcher,
+        deepspeed=None,
+        device=device,
+    )
+    launch_plan = plan_for(request)
+    # Several processes: each rank runs the frame-local parts on its share of the frames (docs/infer.md).
+    worker = Worker("vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str)])
+    log_dir = out.parent / f".{out.name}.launch-logs"
     if dry_run:
         from vggtctl.services.infer import plan_run
 
         plan = plan_run(config)
-        output.result(plan.to_dict(), lambda console: console.print("\n".join(plan.lines()), markup=False))
+        doc = {**plan.to_dict(), "launch": dry_run_document(launch_plan, worker, log_dir)}
+
+        def show(console: Any) -> None:
+            console.print("\n".join(plan.lines()), markup=False)
+            if launch_plan.world_size > 1:
+                from vggtctl.services.infer_dist import split_frames
+
+                split = split_frames(plan.frames, launch_plan.world_size)
+                console.print(
+                    f"devices: {launch_plan.world_size} ranks, frames per rank "
+                    + ", ".join(f"{a}-{b - 1}" for a, b in split)
+                    + " (frame-local parts split, tokens gathered for global attention)",
+                    markup=False,
+                )
+            render_dry_run(console, doc["launch"])
+
+        output.result(doc, show)
         return
+    if launch_plan.world_size > 1 and launch_plan.backend != "inprocess":
+        output.close()
+        raise typer.Exit(run_plan(launch_plan, worker, log_dir))
     try:
         result = run_inference(config, progress=output.progress())
     finally:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +26,7 @@ from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runtime import DTYPE_CHOICES, resolve_device, resolve_dtype, versions
+from vggtctl.runtime.dist import dist_info
 from vggtctl.runtime.precision import DtypeChoice, autocast
 from vggtctl.services.infer_plan import InferPlan, settings_problems
 from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, preprocess_images
@@ -467,9 +469,14 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         InputError, CheckpointError, DownloadError: From inputs and model loading.
     """
     from vggtctl.io.predictions import previous_outputs
+    from vggtctl.services.infer_scale import distributed
 
     config.validate()
     out = Path(config.out)
+    if distributed() and not dist_info().is_rank_zero:
+        # Other ranks of a multi-device run compute their frames and write nothing (rank 0 does).
+        with tempfile.TemporaryDirectory(prefix="vggtctl-rank-") as scratch:
+            return _run_inference(config, out, Path(scratch), NULL_PROGRESS)
     with StagedDir(out, marker=META_NAME, replace=previous_outputs(out)) as work:
         return _run_inference(config, out, work, progress)
 
@@ -594,6 +601,7 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
             "dtype_reason": dtype.reason,
             "weights_dtype": dtype.weights,
             "conf_threshold_value": thr,
+            "ranks": dist_info().world_size,
         },
         "frames": [
             {

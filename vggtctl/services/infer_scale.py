@@ -162,6 +162,13 @@ def plan_for(
     )
 
 
+def distributed() -> bool:
+    """True inside a process group of several ranks (a launched multi-device run)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def forward(
     model: Any,
     images: np.ndarray,
@@ -175,10 +182,14 @@ def forward(
     from vggtctl.services.infer import predict
     from vggtctl.services.infer_chunked import predict_chunked
 
-    if plan.mode != "chunked":
-        return predict(model, images, device=device, dtype=dtype, progress=progress), []
-
     def one(x: np.ndarray) -> dict[str, np.ndarray]:
+        if distributed():
+            from vggtctl.services.infer_dist import predict_distributed
+
+            return predict_distributed(model, x, device=device, dtype=dtype)
         return predict(model, x, device=device, dtype=dtype, progress=progress)
+
+    if plan.mode != "chunked":
+        return one(images), []
 
     return predict_chunked(one, images, int(plan.chunk_size or 0), int(plan.overlap or 0), progress=progress)
