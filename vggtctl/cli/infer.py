@@ -235,7 +235,7 @@ def infer_command(
                     + " (frame-local parts split, tokens gathered for global attention)",
                     markup=False,
                 )
-            render_dry_run(console, doc["launch"])
+                render_dry_run(console, doc["launch"])
 
         output.result(doc, show)
         return
