@@ -20,6 +20,11 @@ step "A synthetic ETH3D scene with exact ground truth" \
 step "Inference: cameras, depth, point cloud, COLMAP model" \
   $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --model "$MODEL" --out "$OUT/infer" --format npz,ply,colmap
 ls -l "$OUT/infer" "$OUT/infer/colmap"
+step "The memory plan for VGGT-1B on this scene (nothing is downloaded or run)" \
+  $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --dtype fp32 --device cpu --max-memory 7GB --dry-run
+step "Long sequences: overlapping chunks aligned by Sim(3) into frame 0's world" \
+  $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --model "$MODEL" --dtype fp32 \
+  --chunk-size 4 --overlap 2 --out "$OUT/infer_chunked" --format npz
 step "Evaluation against the synthetic ground truth" \
   $V evaluate --data "$OUT/eth3d" --model "$MODEL" --out "$OUT/report.json"
 step "Evaluation of the saved predictions (no model run)" \
