@@ -28,6 +28,7 @@ from vggtctl.data.depth import undistorted_depth
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera, Image, read_cameras_text, read_images_text
 from vggtctl.io.meshlab import read_scan_alignment
+from vggtctl.services.metrics.eth3d_protocol import Eth3dScan
 
 TRAINING_SCENES: tuple[str, ...] = (
     "courtyard", "delivery_area", "electro", "facade", "kicker", "meadow", "office",
@@ -121,7 +122,7 @@ class Eth3dScene:
 
     def has_scans(self) -> bool:
         """True when the evaluation laser scans (``<scene>_dslr_scan_eval``) are present."""
-        return (self.root / SCAN_DIR / SCAN_ALIGNMENT).is_file()
+        return has_scans(self.root)
 
     def frame(self, name: str) -> Eth3dFrame:
         """The frame whose images.txt name or file name (``DSC_0001.JPG``) is ``name``."""
@@ -263,32 +264,61 @@ class Eth3dScene:
         """``(scan PLY path, 4x4 global_T_mesh)`` for every scan listed in ``scan_alignment.mlp``."""
         return read_scan_alignment(self.root / SCAN_DIR / SCAN_ALIGNMENT)
 
+    def scans(self) -> list[Eth3dScan]:
+        """Every evaluation scan in its own frame (scanner at the origin) with its world transform.
+
+        ETH3D's accuracy is decided per scan in that frame (the laser beams start at the origin), so
+        the scans are kept apart; :meth:`Eth3dScan.world_points` gives the calibration-frame points.
+        """
+        return read_scans(self.root, self.name)
+
     def scan_points(self, max_points: int | None = None, seed: int = 0) -> np.ndarray:
-        """All evaluation scan points in the calibration frame (alignment applied), ``[N, 3]`` float64.
+        """All evaluation scan points merged in the calibration frame (alignment applied), ``[N, 3]`` float64.
 
         Args:
             max_points: keep a uniform random subset of this many points (seeded), or all when None.
             seed: seed for the subset.
         """
-        from vggtctl.io.ply import read_ply
-
-        if not self.has_scans():
-            raise InputError(
-                f"scene {self.name}: no {self.root / SCAN_DIR / SCAN_ALIGNMENT}",
-                _DOWNLOAD_HINT.format(scene=self.name) + " --kinds scan_eval",
-            )
-        parts = []
-        for path, T in self.scan_alignment():
-            ply = read_ply(path)
-            if "xyz" not in ply:
-                raise InputError(f"{path}: PLY has no x, y, z vertex properties")
-            xyz = ply["xyz"].astype(np.float64)
-            parts.append(xyz @ T[:3, :3].T + T[:3, 3])
+        parts = [s.world_points().astype(np.float64) for s in self.scans()]
         pts = np.concatenate(parts, axis=0) if parts else np.zeros((0, 3))
         if max_points is not None and len(pts) > max_points:
             idx = np.sort(np.random.default_rng(seed).choice(len(pts), size=max_points, replace=False))
             pts = pts[idx]
         return pts
+
+
+def has_scans(scene_dir: str | os.PathLike[str]) -> bool:
+    """True when ``scene_dir`` holds the evaluation laser scans (``dslr_scan_eval/scan_alignment.mlp``)."""
+    return (Path(scene_dir) / SCAN_DIR / SCAN_ALIGNMENT).is_file()
+
+
+def read_scans(scene_dir: str | os.PathLike[str], name: str | None = None) -> list[Eth3dScan]:
+    """The scans of a scene folder that may hold nothing but ``dslr_scan_eval/``.
+
+    Raises:
+        InputError: no ``scan_alignment.mlp``, a scan PLY missing, unreadable or without x, y, z.
+    """
+    from vggtctl.io.ply import read_ply
+
+    root = Path(scene_dir)
+    name = name or root.name
+    if not has_scans(root):
+        raise InputError(
+            f"scene {name}: no {root / SCAN_DIR / SCAN_ALIGNMENT}",
+            _DOWNLOAD_HINT.format(scene=name) + " --kinds scan_eval",
+        )
+    out = []
+    for path, T in read_scan_alignment(root / SCAN_DIR / SCAN_ALIGNMENT):
+        if not path.is_file():
+            raise InputError(
+                f"{path}: listed in {SCAN_ALIGNMENT} but missing",
+                _DOWNLOAD_HINT.format(scene=name) + " --kinds scan_eval",
+            )
+        ply = read_ply(path)
+        if "xyz" not in ply:
+            raise InputError(f"{path}: PLY has no x, y, z vertex properties")
+        out.append(Eth3dScan(np.asarray(ply["xyz"], dtype=np.float32), T, path.name))
+    return out
 
 
 def _read_calibration(folder: Path, scene: str, kind: str) -> tuple[dict[int, Camera], dict[int, Image]]:
