@@ -90,10 +90,11 @@ def test_perfect_prediction_scores_perfectly(synthetic_root: Path, perfect: Path
     assert cam["pairs"] == 15
     assert cam["ate"]["rmse"] == pytest.approx(0, abs=1e-5)
     assert len(cam["per_pair"]["pairs"]) == 15 and max(cam["per_pair"]["rot_err_deg"]) < 1e-3
-    pc = scene["pointcloud"]
-    assert pc["accuracy"] == pytest.approx(0, abs=1e-5)
-    assert pc["completeness"] == pytest.approx(0, abs=1e-5)
-    assert all(v == 1.0 for v in pc["f1"].values())
+    assert scene["pointcloud"] is None  # ETH3D's protocol needs the scans (--pc-reference scan)
+    pc = scene["pointcloud_nn"]
+    assert pc["mean_dist_pred_to_gt"] == pytest.approx(0, abs=1e-5)
+    assert pc["mean_dist_gt_to_pred"] == pytest.approx(0, abs=1e-5)
+    assert all(v == 1.0 for v in pc["nn_f1"].values())
     assert r["mean"]["camera"]["auc@30"] == pytest.approx(100.0)
     assert r["provenance"] == {"source": "ground truth"}
     assert r["warnings"] == []
@@ -109,7 +110,7 @@ def test_known_similarity_of_the_truth_is_recovered(synthetic_root: Path, tmp_pa
         fit = scene["pointcloud_alignment"]["sim3"]
         assert fit["scale"] == pytest.approx(1 / 0.3, rel=1e-5)
         assert np.array(fit["rotation"]) == pytest.approx(rot.T, abs=1e-5)
-        assert scene["pointcloud"]["accuracy"] == pytest.approx(0, abs=1e-4)
+        assert scene["pointcloud_nn"]["mean_dist_pred_to_gt"] == pytest.approx(0, abs=1e-4)
         assert scene["camera"]["ate_alignment"]["scale"] == pytest.approx(1 / 0.3, rel=1e-5)
         assert scene["camera"]["auc@30"] == pytest.approx(100.0)
         assert scene["depth"]["median"]["metrics"]["abs_rel"] == pytest.approx(0, abs=1e-6)
@@ -138,14 +139,34 @@ def test_known_depth_error_gives_hand_computed_metrics(synthetic_root: Path, tmp
 
 
 def test_scan_reference_keeps_visible_scan_points(synthetic_root: Path, perfect: Path) -> None:
-    r = run(synthetic_root, perfect, pc_reference="scan", voxel_size=0.0)
+    r = run(synthetic_root, perfect, pc_reference="scan", voxel_size=0.0, nn_metrics=True)
     (scene,) = r["scenes"]
     info = scene["pointcloud_alignment"]
     assert info["reference"] == "scan"
-    assert 0 < info["reference_points"] < info["scan_points_loaded"]
+    assert 0 < info["scan_points_visible"] < info["scan_points"]
     # every visible scan point lies on a surface the perfect prediction covers, one model pixel apart
-    assert scene["pointcloud"]["completeness"] < 0.05
-    assert scene["pointcloud"]["recall"]["10cm"] > 0.95
+    assert scene["pointcloud_nn"]["mean_dist_gt_to_pred"] < 0.05
+    assert scene["pointcloud_nn"]["nn_recall"]["10cm"] > 0.95
+
+
+def test_scan_reference_scores_the_official_protocol(
+    synthetic_root: Path, perfect: Path, tmp_path: Path
+) -> None:
+    r = run(synthetic_root, perfect, tolerances=(0.02, 0.1, 0.5))
+    (scene,) = r["scenes"]
+    pc = scene["pointcloud"]
+    assert pc["protocol"] == "eth3d-official" and pc["tolerances"] == [0.02, 0.1, 0.5]
+    assert scene["pointcloud_nn"] is None  # only with --nn-metrics
+    # the truth resampled to the model grid: accurate at 10 cm except at depth edges
+    assert pc["accuracy"] == sorted(pc["accuracy"]) and pc["accuracy"][1] > 0.95, pc["accuracy"]
+    assert pc["observed_points"][-1] > 1000
+    # depth 10 % too short: the points float in front of the surfaces, in space the lasers crossed
+    near_pred = truth_predictions(synthetic_root / "synth_000", tmp_path / "p", depth_factor=0.9)
+    near = run(synthetic_root, near_pred, pc_align="cameras")["scenes"][0]["pointcloud"]
+    assert near["accuracy"][0] < 0.2 and near["observed_points"][0] > 1000, near
+    # ...and completeness grows with the tolerance but is bounded by what the 6 frames cover
+    assert pc["completeness"] == sorted(pc["completeness"]) and 0.1 < pc["completeness"][-1] <= 1
+    assert r["mean"]["pointcloud"]["f1"] == pc["f1"]
 
 
 def test_multi_scene_folder_mean_and_report_file(synthetic_root: Path, tmp_path: Path) -> None:

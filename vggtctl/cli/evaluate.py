@@ -39,6 +39,8 @@ Examples:
   vggtctl evaluate --data ./eth3d --model tiny --depth-align lstsq --icp --save-vis vis/
 
   vggtctl evaluate --scenes facade,electro --pc-reference depth --pc-align cameras --device cuda --dtype bf16
+
+  vggtctl evaluate --data ./eth3d --scenes facade --reconstruction colmap_fused.ply --tolerances 0.02,0.05 --json
 """
 
 
@@ -50,6 +52,7 @@ class Sample(str, Enum):
 class PcAlign(str, Enum):
     points = "points"
     cameras = "cameras"
+    none = "none"
 
 
 class PcReference(str, Enum):
@@ -59,6 +62,26 @@ class PcReference(str, Enum):
 
 # EvalConfig fields whose flag is not --field-name.
 FLAGS = {"depth_align": "--depth-align", "visibility_tolerance": "visibility tolerance (no flag)"}
+
+
+def parse_tolerances(text: str | None) -> tuple[float, ...] | None:
+    """``"0.01,0.02,0.05"`` → ``(0.01, 0.02, 0.05)``; order and sign are checked by EvalConfig.
+
+    Raises:
+        UsageError: An entry is not a number.
+    """
+    from vggtctl.errors import UsageError
+
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",")]
+    try:
+        return tuple(float(t) for t in items if t)
+    except ValueError:
+        raise UsageError(
+            f"--tolerances {text!r}: not a comma-separated list of numbers",
+            "give metres, increasing, e.g. --tolerances 0.01,0.02,0.05",
+        ) from None
 
 
 @mapped_errors(flags=FLAGS, interrupted=INTERRUPT_HINT)
@@ -110,7 +133,12 @@ def evaluate_command(
         Points, typer.Option("--points", help="Predicted points from depth + cameras, or the point head.")
     ] = Points.depth,
     pc_align: Annotated[
-        PcAlign, typer.Option("--pc-align", help="Sim(3) on valid-pixel points or on camera centres.")
+        PcAlign,
+        typer.Option(
+            "--pc-align",
+            help="Sim(3) on valid-pixel points or on camera centres; with --reconstruction: none (as-is) "
+            "or points (Sim(3) ICP onto the scans).",
+        ),
     ] = PcAlign.points,
     icp: Annotated[bool, typer.Option("--icp/--no-icp", help="Refine the Sim(3) with rigid ICP.")] = False,
     icp_threshold: Annotated[
@@ -119,9 +147,40 @@ def evaluate_command(
     pc_reference: Annotated[
         PcReference,
         typer.Option(
-            "--pc-reference", help="Ground truth: visible laser-scan points, or GT depth unprojected."
+            "--pc-reference",
+            help="Ground truth: the laser scans (ETH3D's official protocol), or GT depth unprojected "
+            "(nearest-neighbour distances, the π³/CUT3R protocol).",
         ),
     ] = PcReference.scan,
+    tolerances: Annotated[
+        str | None,
+        typer.Option(
+            "--tolerances",
+            help="ETH3D tolerances in metres, comma-separated, increasing (default: 0.01,0.02,0.05,0.1,0.2,0.5).",
+        ),
+    ] = None,
+    nn_metrics: Annotated[
+        bool,
+        typer.Option(
+            "--nn-metrics/--no-nn-metrics",
+            help="Against scans, also report nearest-neighbour distances to the visible scan points.",
+        ),
+    ] = False,
+    reconstruction: Annotated[
+        Path | None,
+        typer.Option(
+            "--reconstruction",
+            help="Score this point-cloud PLY (any method, scan frame, metres) on one --scenes NAME; "
+            "needs only <scene>/dslr_scan_eval/.",
+        ),
+    ] = None,
+    eth3d_evaluator: Annotated[
+        Path | None,
+        typer.Option(
+            "--eth3d-evaluator",
+            help="ETH3DMultiViewEvaluation binary: also run it on the same cloud, report both.",
+        ),
+    ] = None,
     voxel_size: Annotated[
         float,
         typer.Option(
@@ -151,6 +210,7 @@ def evaluate_command(
 ) -> None:
     """Depth, camera and point-cloud metrics of a model (or saved predictions) on ETH3D scenes."""
     from vggtctl.services.evaluate import EvalConfig, evaluate
+    from vggtctl.services.metrics.eth3d_protocol import ETH3D_TOLERANCES
 
     config = EvalConfig(
         data=data,
@@ -172,6 +232,10 @@ def evaluate_command(
         icp=icp,
         icp_threshold=icp_threshold,
         pc_reference=pc_reference.value,
+        tolerances=parse_tolerances(tolerances) or ETH3D_TOLERANCES,
+        nn_metrics=nn_metrics,
+        reconstruction=reconstruction,
+        eth3d_evaluator=eth3d_evaluator,
         voxel_size=voxel_size,
         # 0 means all points on the command line; the config says None.
         pc_max_points=pc_max_points if pc_max_points != 0 else None,
@@ -195,6 +259,11 @@ def evaluate_command(
 
 def _fmt(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _triple(p: dict[str, Any], i: int) -> str:
+    """``completeness / accuracy / F1`` at tolerance index ``i``."""
+    return " / ".join(_fmt(p[k][i]) for k in ("completeness", "accuracy", "f1"))
 
 
 def render_report(console: Any, r: dict[str, Any], out_path: str | None = None) -> None:
@@ -235,32 +304,75 @@ def render_report(console: Any, r: dict[str, Any], out_path: str | None = None) 
         )
         console.print(t)
     if mean["pointcloud"]:
-        proto = r["settings"]["protocol"]
-        t = Table(
-            title=f"Point cloud in m ({proto['pointcloud_alignment']}; voxel {proto['voxel_size_m']} m)"
-        )
+        m = mean["pointcloud"]
+        tols = m["tolerances"]
+        align = r["settings"]["protocol"]["pointcloud_alignment"]
+        if r["settings"].get("reconstruction"):
+            align = (scenes[0].get("pointcloud_alignment") or {}).get("method", align)
+        t = Table(title=f"ETH3D point cloud, official protocol ({align}): completeness / accuracy / F1")
         t.add_column("scene")
-        for head in ("Acc", "Comp", "Overall"):
-            t.add_column(head, justify="right")
-        tols = list(mean["pointcloud"]["f1"])
-        for k in tols:
-            t.add_column(f"F1@{k}", justify="right")
+        for tol in tols:
+            t.add_column(f"{tol * 100:g} cm", justify="right")
         for s in scenes:
             p = s["pointcloud"]
+            t.add_row(s["name"], *[_triple(p, i) if p else "-" for i in range(len(tols))])
+        if len(scenes) > 1:
+            t.add_row(f"mean ({m['scenes']})", *[_triple(m, i) for i in range(len(tols))], style="bold")
+        console.print(t)
+        for s in scenes:
+            official = (s["pointcloud"] or {}).get("official_program")
+            if official:
+                console.print(
+                    f"{s['name']}: ETH3DMultiViewEvaluation: "
+                    + "  ".join(
+                        f"{tol * 100:g} cm {c:.4f}/{a:.4f}/{f:.4f}"
+                        for tol, c, a, f in zip(
+                            official["tolerances"],
+                            official["completeness"],
+                            official["accuracy"],
+                            official["f1"],
+                            strict=False,
+                        )
+                    )
+                )
+    if mean["pointcloud_nn"]:
+        proto = r["settings"]["protocol"]
+        t = Table(
+            title=f"Point cloud, nearest-neighbour distances in m ({proto['pointcloud_alignment']}; "
+            f"voxel {proto['voxel_size_m']} m; not ETH3D's protocol)"
+        )
+        t.add_column("scene")
+        for head in ("pred→gt", "gt→pred", "Chamfer"):
+            t.add_column(head, justify="right")
+        tols_nn = list(mean["pointcloud_nn"]["nn_f1"])
+        for k in tols_nn:
+            t.add_column(f"NN-F1@{k}", justify="right")
+        for s in scenes:
+            p = s["pointcloud_nn"]
             vals = (
-                [p["accuracy"], p["completeness"], p["overall"], *[p["f1"][k] for k in tols]]
+                [
+                    p["mean_dist_pred_to_gt"],
+                    p["mean_dist_gt_to_pred"],
+                    p["chamfer"],
+                    *[p["nn_f1"][k] for k in tols_nn],
+                ]
                 if p
-                else [None] * (3 + len(tols))
+                else [None] * (3 + len(tols_nn))
             )
             t.add_row(s["name"], *[_fmt(v) for v in vals])
-        m = mean["pointcloud"]
+        m = mean["pointcloud_nn"]
         t.add_row(
-            f"mean ({m['scenes']})", _fmt(m["acc"]), _fmt(m["comp"]), _fmt(m["overall"]),
-            *[_fmt(m["f1"][k]) for k in tols], style="bold",
+            f"mean ({m['scenes']})", _fmt(m["mean_dist_pred_to_gt"]), _fmt(m["mean_dist_gt_to_pred"]),
+            _fmt(m["chamfer"]), *[_fmt(m["nn_f1"][k]) for k in tols_nn], style="bold",
         )  # fmt: skip
         console.print(t)
     prov = r.get("provenance") or {}
-    what = prov.get("repo") or prov.get("source") or r["settings"].get("predictions")
+    what = (
+        prov.get("repo")
+        or prov.get("source")
+        or r["settings"].get("predictions")
+        or r["settings"].get("reconstruction")
+    )
     console.print(f"evaluated {what} on {len(scenes)} scene(s); {len(r['warnings'])} warning(s)")
     if out_path:
         console.print(f"report: {out_path}")

@@ -11,12 +11,13 @@ from vggtctl.errors import Problem, raise_problems
 from vggtctl.paths import output_dir_problem, output_file_problem
 from vggtctl.runtime.precision import DTYPE_CHOICES
 from vggtctl.services.metrics.align import DEPTH_ALIGNMENTS
+from vggtctl.services.metrics.eth3d_protocol import ETH3D_TOLERANCES, check_tolerances
 from vggtctl.utils.devices import device_problem
 
 DEFAULT_MODEL = DEFAULT_REPO
 SAMPLES = ("stride", "random")
 POINT_SOURCES = ("depth", "head")
-PC_ALIGNMENTS = ("points", "cameras")
+PC_ALIGNMENTS = ("points", "cameras", "none")
 PC_REFERENCES = ("scan", "depth")
 _DOWNLOAD_HINT = "vggtctl download eth3d --scenes {scene} --kinds {kinds}"
 
@@ -45,7 +46,15 @@ class EvalConfig:
         pc_align: Sim(3) on valid pixel ``points`` or on camera centres (``cameras``).
         icp: Refine the point-cloud alignment with rigid point-to-point ICP.
         icp_threshold: ICP correspondence distance (metres).
-        pc_reference: Ground-truth cloud: visible laser-``scan`` points, or GT ``depth`` unprojected.
+        pc_reference: Ground truth: the laser ``scan``s (ETH3D's official protocol), or GT ``depth``
+            unprojected (nearest-neighbour distances, the π³/CUT3R protocol).
+        tolerances: ETH3D tolerances in metres, increasing (the benchmark's 1-50 cm by default).
+        nn_metrics: Against scans, also report the nearest-neighbour figures (``pointcloud_nn``) on the
+            scan points visible in the selected frames.
+        reconstruction: Score this point-cloud PLY (any method, scan world frame) instead of a model or
+            predictions: needs one scene with ``dslr_scan_eval/`` and nothing else.
+        eth3d_evaluator: ETH3D's ``ETH3DMultiViewEvaluation`` binary: also run it on the same (aligned)
+            cloud and report its numbers beside ours (``reconstruction`` only).
         voxel_size: Finest voxel of the nearest-neighbour search and of the scan averaging (metres; 0:
             exact search on raw points, slow).
         pc_max_points: Points scored per side (a seeded uniform subset beyond it; None: all).
@@ -79,6 +88,10 @@ class EvalConfig:
     icp: bool = False
     icp_threshold: float = 0.1
     pc_reference: str = "scan"
+    tolerances: tuple[float, ...] = ETH3D_TOLERANCES
+    nn_metrics: bool = False
+    reconstruction: Path | None = None
+    eth3d_evaluator: Path | None = None
     voxel_size: float = 0.01
     pc_max_points: int | None = 100_000
     max_scan_points: int | None = 2_000_000
@@ -131,6 +144,27 @@ class EvalConfig:
         choice("points", self.points, POINT_SOURCES)
         choice("pc_align", self.pc_align, PC_ALIGNMENTS)
         choice("pc_reference", self.pc_reference, PC_REFERENCES)
+        for reason in check_tolerances(tuple(self.tolerances)):
+            add("tolerances", reason, ",".join(f"{t:g}" for t in self.tolerances))
+        if self.reconstruction is not None:
+            if self.model is not None or self.predictions is not None:
+                add(("reconstruction", "model", "predictions"), "give one of them")
+            if not self.scenes or len(self.scenes) != 1 or self.subset:
+                add(
+                    ("reconstruction", "scenes"),
+                    "a reconstruction is scored against one scene: --scenes NAME",
+                )
+            if self.pc_align == "cameras":
+                add(("reconstruction", "pc_align"), "a point cloud has no cameras: use none or points")
+            if self.pc_reference != "scan":
+                add(("reconstruction", "pc_reference"), "a reconstruction is scored against the scans")
+        else:
+            if self.pc_align == "none":
+                add(
+                    "pc_align", "none is for --reconstruction clouds already in the scan frame", self.pc_align
+                )
+            if self.eth3d_evaluator is not None:
+                add("eth3d_evaluator", "only runs with --reconstruction")
         if not self.voxel_size >= 0:  # also refuses nan
             add("voxel_size", "must be >= 0", self.voxel_size)
         if not self.icp_threshold > 0:

@@ -1,4 +1,11 @@
-"""Point-cloud scoring of ``evaluate``: align the predicted cloud, build the reference, measure."""
+"""Point-cloud scoring of ``evaluate``: align the predicted cloud, then score it.
+
+Against the laser scans (``--pc-reference scan``, the default) the score is ETH3D's official protocol
+(:mod:`vggtctl.services.metrics.eth3d_protocol`) on the whole aligned cloud and the scene's full scans.
+The nearest-neighbour distances and thresholded NN precision/recall (``pointcloud_nn`` in the report)
+are computed against GT depth unprojected (``--pc-reference depth``, the π³/CUT3R protocol) or, with
+``--nn-metrics``, also against the scan points visible in the selected frames.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from vggtctl.services.eval_config import _DOWNLOAD_HINT, EvalConfig
 from vggtctl.services.eval_report import SceneReport
 from vggtctl.services.metrics.align import icp, umeyama
 from vggtctl.services.metrics.camera import camera_centres
+from vggtctl.services.metrics.eth3d_protocol import Eth3dResult, Eth3dScan, eth3d_metrics
 from vggtctl.services.metrics.pointcloud import (
     PointCloudResult,
     pointcloud_metrics,
@@ -22,6 +30,7 @@ from vggtctl.services.metrics.pointcloud import (
 )
 
 ICP_MAX_POINTS = 50_000
+UMEYAMA_MAX_POINTS = 200_000  # a seeded subset of the pixel correspondences: 7 parameters, ample
 
 
 def _pointcloud(
@@ -50,13 +59,13 @@ def _pointcloud(
         )
         return None
     try:
-        scan = None
+        scans = None
         if config.pc_reference == "scan":
             progress.log(f"{scene.name}: loading laser scans")
-            scan = scene.scan_points(max_points=config.max_scan_points, seed=config.seed)
+            scans = scene.scans()
         pred_points = np.asarray(preds[key]).reshape(*gt_depth.shape, 3)
-        sr.pointcloud, sr.pointcloud_alignment, vis_pts, vis_err = score_pointcloud(
-            pred_points, gt_depth, k_model, gt_ext, pred_ext, config, scan
+        sr.pointcloud, sr.pointcloud_nn, sr.pointcloud_alignment, vis_pts, vis_err = score_pointcloud(
+            pred_points, gt_depth, k_model, gt_ext, pred_ext, config, scans
         )
         return vis_pts, vis_err
     except EvaluationError as e:
@@ -71,8 +80,8 @@ def score_pointcloud(
     gt_ext: np.ndarray,
     pred_ext: np.ndarray,
     config: EvalConfig,
-    scan: np.ndarray | None = None,
-) -> tuple[PointCloudResult, dict[str, Any], np.ndarray, np.ndarray]:
+    scans: list[Eth3dScan] | None = None,
+) -> tuple[Eth3dResult | None, PointCloudResult | None, dict[str, Any], np.ndarray, np.ndarray]:
     """Align a scene's predicted points to the ground truth and score them.
 
     Args:
@@ -82,12 +91,14 @@ def score_pointcloud(
         k_model: Calibrated intrinsics in the model grid ``[S, 3, 3]``.
         gt_ext: Calibrated world→camera ``[S, 3, 4]``.
         pred_ext: Predicted world→camera ``[S, 3, 4]`` (for ``pc_align="cameras"``).
-        config: Alignment, ICP, reference, voxel and visibility settings.
-        scan: Laser-scan points ``[N, 3]`` in the calibration frame (needed for ``pc_reference="scan"``).
+        config: Alignment, ICP, reference, tolerance, voxel and visibility settings.
+        scans: The scene's laser scans in their own frames (needed for ``pc_reference="scan"``).
 
     Returns:
-        The metrics, a JSON-ready description of the alignment, and the voxelised aligned points with
-        their distance to the reference (for the error cloud).
+        The official ETH3D metrics (``None`` with ``pc_reference="depth"``), the nearest-neighbour
+        figures (``None`` against scans unless ``config.nn_metrics``), a JSON-ready description of the
+        alignment, and aligned points with their distance to the reference (for the error cloud; empty
+        when neither NN figures nor ``save_vis`` asked for them).
 
     Raises:
         EvaluationError: Degenerate alignment, no visible scan point, or empty clouds.
@@ -96,33 +107,47 @@ def score_pointcloud(
     pred_pts = np.asarray(pred_points, dtype=np.float64)[valid]
     gt_pts = unproject_depth(gt_depth, k_model, gt_ext)[valid]
     if config.pc_align == "points":
-        sim = umeyama(pred_pts, gt_pts, min_rank=2, what="predicted points")
+        # Seeded subset of the correspondences: a similarity has 7 parameters, and the full
+        # millions of pixels cost a second for no visible change in the fit.
+        idx = np.arange(len(pred_pts))
+        if len(idx) > UMEYAMA_MAX_POINTS:
+            idx = np.sort(
+                np.random.default_rng(config.seed).choice(len(idx), UMEYAMA_MAX_POINTS, replace=False)
+            )
+        sim = umeyama(pred_pts[idx], gt_pts[idx], min_rank=2, what="predicted points")
     else:
         sim = umeyama(camera_centres(pred_ext), camera_centres(gt_ext), min_rank=2, what="camera centres")
     info: dict[str, Any] = {"method": f"umeyama-sim3-on-{config.pc_align}", "sim3": sim.to_dict()}
-    if config.pc_reference == "scan":
-        if scan is None:
-            raise EvaluationError("no laser-scan points given for --pc-reference scan")
-        seen = scan[visible_points(scan, gt_depth, k_model, gt_ext, config.visibility_tolerance)]
-        if len(seen) == 0:
-            raise EvaluationError(
-                f"none of the {len(scan)} laser-scan points is visible in the selected frames"
-            )
-        # Voxel averaging evens out the scanner's density (dense near each station), as ETH3D does.
-        reference = voxel_downsample(seen, config.voxel_size)
-        info.update(
-            scan_points_loaded=int(len(scan)),
-            scan_points_visible=int(len(seen)),
-            visibility_tolerance=config.visibility_tolerance,
-        )
-    else:
-        reference = gt_pts
-    info.update(reference=config.pc_reference, reference_points=int(len(reference)))
     aligned = sim.apply(pred_pts)
+    official = None
+    nn_reference = None
+    if config.pc_reference == "scan":
+        if not scans:
+            raise EvaluationError("no laser scans given for --pc-reference scan")
+        world = np.concatenate([s.world_points() for s in scans]).astype(np.float64)
+        info.update(reference="scan", scan_points=int(len(world)))
+        if config.icp or config.nn_metrics or config.save_vis is not None:
+            seen = world[visible_points(world, gt_depth, k_model, gt_ext, config.visibility_tolerance)]
+            if len(seen) == 0:
+                raise EvaluationError(
+                    f"none of the {len(world)} laser-scan points is visible in the selected frames"
+                )
+            seen = subsample(seen, config.max_scan_points, config.seed)
+            # Voxel averaging evens out the scanner's density (dense near each station).
+            nn_reference = voxel_downsample(seen, config.voxel_size)
+            info.update(
+                scan_points_visible=int(len(seen)),
+                visibility_tolerance=config.visibility_tolerance,
+                nn_reference_points=int(len(nn_reference)),
+            )
+    else:
+        nn_reference = gt_pts
+        info.update(reference="depth", nn_reference_points=int(len(nn_reference)))
     if config.icp:
+        assert nn_reference is not None
         # A seeded subset of the prediction: six rigid parameters need far fewer than millions of pairs.
         res = icp(
-            subsample(aligned, ICP_MAX_POINTS, config.seed), reference, max_distance=config.icp_threshold
+            subsample(aligned, ICP_MAX_POINTS, config.seed), nn_reference, max_distance=config.icp_threshold
         )
         aligned = res.transform.apply(aligned)
         info["icp"] = {
@@ -132,7 +157,19 @@ def score_pointcloud(
             "inlier_rmse": res.inlier_rmse,
             "transform": res.transform.to_dict(),
         }
-    result, vis_pts, vis_err = pointcloud_metrics(
-        aligned, reference, voxel_size=config.voxel_size, max_queries=config.pc_max_points, seed=config.seed
-    )
-    return result, info, vis_pts, vis_err
+    if scans:
+        official = eth3d_metrics(scans, aligned, tuple(config.tolerances))
+    nn = None
+    vis_pts, vis_err = np.zeros((0, 3)), np.zeros(0)
+    if nn_reference is not None and (config.pc_reference == "depth" or config.nn_metrics or config.save_vis):
+        nn, vis_pts, vis_err = pointcloud_metrics(
+            aligned,
+            nn_reference,
+            voxel_size=config.voxel_size,
+            tolerances=tuple(config.tolerances),
+            max_queries=config.pc_max_points,
+            seed=config.seed,
+        )
+        if config.pc_reference == "scan" and not config.nn_metrics:
+            nn = None  # computed for the error cloud only
+    return official, nn, info, vis_pts, vis_err

@@ -15,7 +15,13 @@ from vggtctl.services.eval_config import DEFAULT_MODEL, EvalConfig
 from vggtctl.services.metrics.align import DEPTH_ALIGNMENTS
 from vggtctl.services.metrics.camera import CameraResult
 from vggtctl.services.metrics.depth import AGGREGATION, DepthResult
-from vggtctl.services.metrics.pointcloud import ETH3D_TOLERANCES, PointCloudResult
+from vggtctl.services.metrics.eth3d_protocol import (
+    BEAM_DIVERGENCE_DEG,
+    BEAM_START_RADIUS,
+    ETH3D_VOXEL_SIZE,
+    Eth3dResult,
+)
+from vggtctl.services.metrics.pointcloud import PointCloudResult
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +34,20 @@ class SceneReport:
     frames: list[str]
     depth: dict[str, DepthResult] = field(default_factory=dict)
     camera: CameraResult | None = None
-    pointcloud: PointCloudResult | None = None
+    pointcloud: Eth3dResult | None = None
+    pointcloud_nn: PointCloudResult | None = None
     pointcloud_alignment: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     vis_files: list[str] = field(default_factory=list)
 
     def evaluated(self) -> bool:
-        return bool(self.depth) or self.camera is not None or self.pointcloud is not None
+        return (
+            bool(self.depth)
+            or self.camera is not None
+            or self.pointcloud is not None
+            or self.pointcloud_nn is not None
+        )
 
     def to_dict(self) -> dict[str, Any]:
         depth = {}
@@ -50,6 +62,7 @@ class SceneReport:
             "depth": depth,
             "camera": self.camera.to_dict() if self.camera else None,
             "pointcloud": self.pointcloud.to_dict() if self.pointcloud else None,
+            "pointcloud_nn": self.pointcloud_nn.to_dict() if self.pointcloud_nn else None,
             "pointcloud_alignment": self.pointcloud_alignment,
             "warnings": self.warnings,
             "timings_s": self.timings,
@@ -70,7 +83,7 @@ class EvalReport:
 
     def mean(self) -> dict[str, Any]:
         """Unweighted mean over the scenes that have each metric, with the count of those scenes."""
-        out: dict[str, Any] = {"depth": {}, "camera": None, "pointcloud": None}
+        out: dict[str, Any] = {"depth": {}, "camera": None, "pointcloud": None, "pointcloud_nn": None}
         aligns = {a for s in self.scenes for a in s.depth}
         for a in sorted(aligns, key=list(DEPTH_ALIGNMENTS).index):
             rows = [s.depth[a].metrics for s in self.scenes if a in s.depth]
@@ -80,15 +93,23 @@ class EvalReport:
         if cams:
             out["camera"] = {"scenes": len(cams), **{k: _mean(c[k] for c in cams) for k in cams[0]}}
             out["camera"]["ate_scenes"] = sum(c["ate_rmse"] is not None for c in cams)
-        pcs = [s.pointcloud for s in self.scenes if s.pointcloud is not None]
+        official = [s.pointcloud for s in self.scenes if s.pointcloud is not None]
+        if official:
+            pc: dict[str, Any] = {"scenes": len(official), "tolerances": official[0].tolerances}
+            for name in ("completeness", "accuracy", "f1"):
+                pc[name] = [
+                    _mean(getattr(p, name)[i] for p in official) for i in range(len(pc["tolerances"]))
+                ]
+            out["pointcloud"] = pc
+        pcs = [s.pointcloud_nn for s in self.scenes if s.pointcloud_nn is not None]
         if pcs:
-            pc: dict[str, Any] = {
+            nn: dict[str, Any] = {
                 "scenes": len(pcs),
                 **{k: _mean(p.summary()[k] for p in pcs) for k in pcs[0].summary()},
             }
             for name in ("precision", "recall", "f1"):
-                pc[name] = {t: _mean(getattr(p, name)[t] for p in pcs) for t in getattr(pcs[0], name)}
-            out["pointcloud"] = pc
+                nn[f"nn_{name}"] = {t: _mean(getattr(p, name)[t] for p in pcs) for t in getattr(pcs[0], name)}
+            out["pointcloud_nn"] = nn
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +164,7 @@ def _settings(config: EvalConfig, root: Path) -> dict[str, Any]:
         for k, v in asdict(config).items()
     }
     s["data"] = str(root)
-    if config.predictions is None:
+    if config.predictions is None and config.reconstruction is None:
         s["model"] = config.model or DEFAULT_MODEL
     s["protocol"] = {
         "depth_valid_mask": "ground truth finite and > 0 (ETH3D inf and mask==2 already removed), model pixel grid",
@@ -157,16 +178,22 @@ def _settings(config: EvalConfig, root: Path) -> dict[str, Any]:
         "pointcloud_points": "depth + predicted cameras" if config.points == "depth" else "point head",
         "pointcloud_alignment": f"Umeyama Sim(3) on {'valid-pixel point correspondences' if config.pc_align == 'points' else 'camera centres'}"
         + (f", then rigid point-to-point ICP ({config.icp_threshold} m)" if config.icp else ""),
-        "pointcloud_reference": "laser-scan points visible in the selected frames"
+        "pointcloud_reference": "ETH3D laser scans, each in its own frame (official protocol)"
         if config.pc_reference == "scan"
-        else "ground-truth depth unprojected at valid pixels",
+        else "ground-truth depth unprojected at valid pixels (nearest-neighbour figures only)",
         "pointcloud_pixels": "predicted points at valid ground-truth depth pixels",
-        "pointcloud_metrics": "mean NN distances (acc: pred→gt, comp: gt→pred, overall: mean); P/R/F1 by plain NN "
-        "(simplified, not ETH3D's beam model)",
-        "pointcloud_weighting": "one point per valid pixel for predictions and GT depth; scans voxel-averaged",
+        "pointcloud_metrics": "ETH3D official completeness/accuracy/F1 per tolerance (beam model, per-scan "
+        "frames, two voxel grids, per-cell averaging), as ETH3DMultiViewEvaluation"
+        if config.pc_reference == "scan"
+        else "nearest-neighbour distances only (see pointcloud_nn)",
+        "pointcloud_nn": "mean/median NN distances pred→gt and gt→pred, chamfer = their mean, "
+        "nn_precision/nn_recall/nn_f1 = plain NN fractions within each tolerance (not ETH3D's protocol)",
         "nn_search": f"voxel pyramid from {config.voxel_size} m (far points against coarser grids), "
         f"at most {config.pc_max_points} seeded query points per side",
-        "tolerances_m": list(ETH3D_TOLERANCES),
+        "tolerances_m": list(config.tolerances),
+        "eth3d_voxel_size_m": ETH3D_VOXEL_SIZE,
+        "eth3d_beam_start_radius_m": BEAM_START_RADIUS,
+        "eth3d_beam_divergence_deg": BEAM_DIVERGENCE_DEG,
         "voxel_size_m": config.voxel_size,
     }
     return s

@@ -26,7 +26,7 @@ import numpy as np
 
 from vggtctl.data.frames import plan_frames, select_frame_indices
 from vggtctl.data.sample import SceneSample, load_sample, sample_from_geometries
-from vggtctl.errors import EvaluationError
+from vggtctl.errors import EvaluationError, InputError
 from vggtctl.paths import eth3d_dir
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runtime import resolve_device, resolve_dtype, versions
@@ -88,6 +88,8 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
     from vggtctl.services.eth3d import open_scene
 
     root = Path(config.data) if config.data is not None else eth3d_dir()
+    if config.reconstruction is not None:
+        return _evaluate_reconstruction(config, root, progress)
     scene_names = _scenes_for_run(root, config)
     # Check every scene's frames before loading a multi-GB model, so bad input fails fast.
     scenes = [open_scene(root / name) for name in scene_names]
@@ -134,6 +136,43 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
             f"nothing could be evaluated in {len(report.scenes)} scene(s): " + "; ".join(report.warnings[:3]),
             "download the ground truth: vggtctl download eth3d --scenes <scene> --kinds depth,jpg,scan_eval",
         )
+    if config.out is not None:
+        atomic_write_json(config.out, report.to_dict())
+        report.out = str(config.out)
+    return report
+
+
+def _evaluate_reconstruction(config: EvalConfig, root: Path, progress: Progress) -> EvalReport:
+    """One scene, one point cloud from any method, ETH3D's protocol (no model, no images needed)."""
+    from vggtctl.services.eval_reconstruction import score_reconstruction
+
+    assert config.scenes is not None
+    name = config.scenes[0]
+    scene_dir = root / name
+    if not scene_dir.is_dir():
+        raise InputError(
+            f"scene folder {scene_dir} does not exist",
+            f"vggtctl download eth3d --scenes {name} --kinds scan_eval (or pass --data ROOT)",
+        )
+    settings = _settings(config, root)
+    report = EvalReport(settings=settings, provenance=None, versions=versions(), scenes=[])
+    sr = SceneReport(name=name, frames=[])
+    t0 = time.perf_counter()
+    cloud = score_reconstruction(scene_dir, config, sr, progress)
+    sr.timings["metrics"] = time.perf_counter() - t0
+    if config.save_vis is not None:
+        from vggtctl.services.eth3d import read_scans
+        from vggtctl.services.eval_vis import save_error_cloud
+        from vggtctl.services.metrics.pointcloud import NNIndex, subsample
+
+        pts = subsample(cloud, config.pc_max_points, config.seed)
+        world = np.concatenate([s.world_points() for s in read_scans(scene_dir)]).astype(np.float64)
+        err = NNIndex(world, config.voxel_size).query(pts)
+        sr.vis_files.append(
+            str(save_error_cloud(Path(config.save_vis) / name / "pointcloud_error.ply", pts, err))
+        )
+    report.scenes.append(sr)
+    report.warnings = [f"{name}: {w}" for w in sr.warnings]
     if config.out is not None:
         atomic_write_json(config.out, report.to_dict())
         report.out = str(config.out)
@@ -218,7 +257,11 @@ def _run_model(
     progress.log(f"{scene.name}: {len(frames)} frames → model")
     sample = load_sample(scene, frames, image_size=runner.image_size, mode=config.mode, depth=False)
     preds = predict(
-        runner.model, sample.images, device=runner.device, dtype=runner.dtype.autocast_dtype, progress=progress
+        runner.model,
+        sample.images,
+        device=runner.device,
+        dtype=runner.dtype.autocast_dtype,
+        progress=progress,
     )
     return preds, sample.geometries, sample.images
 

@@ -22,8 +22,13 @@ from vggtctl.services.metrics.camera import (
     relative_pose_errors,
 )
 from vggtctl.services.metrics.depth import DEPTH_METRIC_KEYS, DepthResult, depth_metrics, evaluate_depth
-from vggtctl.services.metrics.pointcloud import (
+from vggtctl.services.metrics.eth3d_protocol import (
     ETH3D_TOLERANCES,
+    Eth3dResult,
+    Eth3dScan,
+    eth3d_metrics,
+)
+from vggtctl.services.metrics.pointcloud import (
     NNIndex,
     PointCloudResult,
     pointcloud_metrics,
@@ -38,6 +43,8 @@ __all__ = [
     "ETH3D_TOLERANCES",
     "CameraResult",
     "DepthResult",
+    "Eth3dResult",
+    "Eth3dScan",
     "IcpResult",
     "NNIndex",
     "PointCloudResult",
@@ -47,6 +54,7 @@ __all__ = [
     "camera_centres",
     "camera_metrics",
     "depth_metrics",
+    "eth3d_metrics",
     "evaluate_depth",
     "icp",
     "lstsq_scale_shift",

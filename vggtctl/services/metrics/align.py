@@ -148,8 +148,10 @@ def icp(
     relative_fitness: float = 1e-6,
     relative_rmse: float = 1e-6,
     dst_tree: cKDTree | None = None,
+    with_scale: bool = False,
 ) -> IcpResult:
-    """Rigid point-to-point ICP of ``src`` onto ``dst`` (Open3D's estimator and convergence test).
+    """Rigid (or, ``with_scale``, similarity) point-to-point ICP of ``src`` onto ``dst`` (Open3D's
+    estimator and convergence test).
 
     Like Open3D's ``registration_icp``: match every (moved) source point to its nearest target, keep pairs
     closer than ``max_distance``; stop when fitness and inlier RMSE change by less than the tolerances
@@ -163,6 +165,7 @@ def icp(
         relative_fitness: Convergence tolerance on the fitness change.
         relative_rmse: Convergence tolerance on the RMSE change.
         dst_tree: A prebuilt ``cKDTree`` of ``dst`` to reuse.
+        with_scale: Also fit a scale at each step (Umeyama Sim(3); Open3D's ``with_scaling``).
 
     Returns:
         ``IcpResult`` whose ``transform`` maps the given ``src`` to its refined position (identity when
@@ -179,7 +182,7 @@ def icp(
         ok = np.isfinite(dist)
         if ok.sum() < 3:
             break
-        step = umeyama(moved[ok], tree.data[idx[ok]], with_scale=False, what="ICP correspondences")
+        step = umeyama(moved[ok], tree.data[idx[ok]], with_scale=with_scale, what="ICP correspondences")
         total = step.compose(total)
         moved = total.apply(src)
         dist, idx = tree.query(moved, k=1, distance_upper_bound=max_distance, workers=-1)

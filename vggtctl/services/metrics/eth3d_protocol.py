@@ -125,7 +125,7 @@ def check_tolerances(tolerances: tuple[float, ...] | list[float]) -> list[str]:
     reasons = []
     if not all(math.isfinite(t) and t > 0 for t in tol):
         reasons.append("every tolerance must be a positive number of metres")
-    elif any(b <= a for a, b in zip(tol, tol[1:])):
+    elif any(b <= a for a, b in zip(tol, tol[1:], strict=False)):
         reasons.append("list them in increasing order without repeats, e.g. 0.01,0.02,0.05")
     return reasons
 
@@ -299,7 +299,7 @@ def accuracy(
             valid = (a + b) > 0
             total[t] += np.sum((a[valid] / (a[valid] + b[valid])).astype(np.float32), dtype=np.float64)
             valid_cells[t] += int(valid.sum())
-    values = [float(np.float32(s / c)) if c else 0.0 for s, c in zip(total, valid_cells)]
+    values = [float(np.float32(s / c)) if c else 0.0 for s, c in zip(total, valid_cells, strict=True)]
     observed = [int(np.sum((first <= t) | inacc)) for t in range(nt)]
     accurate = [int(np.sum(first <= t)) for t in range(nt)]
     return values, observed, accurate
@@ -338,7 +338,9 @@ def eth3d_metrics(
     """
     reasons = check_tolerances(tuple(tolerances))
     if reasons:
-        raise EvaluationError(f"tolerances {list(tolerances)}: {reasons[0]}", "e.g. --tolerances 0.01,0.02,0.05")
+        raise EvaluationError(
+            f"tolerances {list(tolerances)}: {reasons[0]}", "e.g. --tolerances 0.01,0.02,0.05"
+        )
     if not voxel_size > 0:
         raise EvaluationError(f"voxel size {voxel_size} must be > 0", "ETH3D uses 0.01 (metres)")
     recon = np.asarray(reconstruction, dtype=np.float32).reshape(-1, 3)
@@ -350,7 +352,7 @@ def eth3d_metrics(
         tolerances=[float(t) for t in tolerances],
         completeness=comp,
         accuracy=acc,
-        f1=[f1_score(a, c) for a, c in zip(acc, comp)],
+        f1=[f1_score(a, c) for a, c in zip(acc, comp, strict=True)],
         scan_points=n_scan,
         complete_points=complete,
         reconstruction_points=len(recon),
