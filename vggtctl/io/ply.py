@@ -105,7 +105,7 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         rows = [r.split() for r in text[:n]]
         if len(rows) < n or any(len(r) < len(props) for r in rows):
             raise InputError(f"{p}: ascii body has fewer than {n} complete vertex rows", "the file is truncated")
-        arr = np.array(rows, dtype=np.float64)[:, : len(props)]
+        arr = np.array(rows, dtype=np.float64)[:, : len(props)] if rows else np.zeros((0, len(props)))
         out = {name: arr[:, j].astype(t) for j, (name, t) in enumerate(props)}
     else:
         order = "<" if fmt == "binary_little_endian" else ">"

@@ -4,8 +4,9 @@ The cloud is read as-is (ETH3D's program expects it in the scan world frame, met
 or infinite coordinate are dropped and counted; a cloud whose extent is far from the scans' is flagged
 as probably in another unit. ``--pc-align points`` first fits a similarity onto the scan points by
 Sim(3) ICP (Umeyama on nearest neighbours, scale included), started from the cloud's centroid and RMS
-size matched to the scans' — enough for a cloud that is already roughly oriented (e.g. up to a scale),
-not for one in an arbitrary rotated frame. Only ``<scene>/dslr_scan_eval/`` is needed.
+size matched to the scans' — enough for scale, shift and small turns (≲ 1° on the test scene; 3° already
+traps point-to-point ICP there), not for a cloud in an arbitrarily rotated frame. Only
+``<scene>/dslr_scan_eval/`` is needed.
 
 With ``--eth3d-evaluator PATH`` the official ``ETH3DMultiViewEvaluation`` runs on the same (aligned)
 cloud, and its printed completeness/accuracy/F1 are reported beside ours.
