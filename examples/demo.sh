@@ -29,6 +29,10 @@ step "Evaluation against the synthetic ground truth" \
   $V evaluate --data "$OUT/eth3d" --model "$MODEL" --out "$OUT/report.json"
 step "Evaluation of the saved predictions (no model run)" \
   $V evaluate --data "$OUT/eth3d" --scenes synth_000 --predictions "$OUT/infer" --json
+step "A stand-in reconstruction (the scans + 1 cm noise) to score like any method's cloud" \
+  .venv/bin/python examples/noisy_scan_cloud.py "$OUT/eth3d" synth_000 "$OUT/noisy.ply"
+step "ETH3D's official point-cloud protocol on that cloud (only dslr_scan_eval/ is read)" \
+  $V evaluate --data "$OUT/eth3d" --scenes synth_000 --reconstruction "$OUT/noisy.ply" --pc-align none
 step "Monitor a training log" $V monitor examples/logs/hf_trainer.log
 step "Fine-tune the tiny model with LoRA for a few steps (strategy a, CPU)" \
   $V finetune --config tiny-smoke --data "$OUT/eth3d" --output-dir "$OUT/finetune" --max-steps 3 data.image_size=56 run.val_every=0

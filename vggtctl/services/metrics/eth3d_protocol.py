@@ -151,6 +151,18 @@ def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[:, 0] * b[:, 0] + (a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2])
 
 
+def _cell_counts(
+    cell: np.ndarray, first: np.ndarray, nt: int, cells: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points per cell ``[M]`` and, per cell and tolerance, those with ``first <= t`` ``[M, nt]``
+    (one bincount over cell × first-index instead of one per tolerance)."""
+    m = int(cell.max()) + 1 if cells is None else cells
+    if len(cell) == 0:
+        return np.zeros(m, np.int64), np.zeros((m, nt), np.int64)
+    hist = np.bincount(cell * (nt + 1) + first, minlength=m * (nt + 1)).reshape(m, nt + 1)
+    return hist.sum(axis=1), np.cumsum(hist[:, :nt], axis=1)
+
+
 def _first_index(d2: np.ndarray, tol2: np.ndarray) -> np.ndarray:
     """Smallest tolerance index with ``d2 <= tol²`` (len(tol2) when none), float32 comparison."""
     return np.searchsorted(tol2, d2.astype(np.float32), side="left")
@@ -180,11 +192,9 @@ def completeness(
     total = np.zeros(len(tol2))
     cell_count = 0
     for shift in _GRID_SHIFTS:
-        cell = _cells(scan, voxel_size, shift)
-        count = np.bincount(cell).astype(np.float64)
+        count, complete = _cell_counts(_cells(scan, voxel_size, shift), first, len(tol2))
         cell_count += len(count)
-        for t in range(len(tol2)):
-            total[t] += np.sum(np.bincount(cell, weights=first <= t, minlength=len(count)) / count)
+        total += np.sum(complete / count[:, None], axis=0)
     values = [float(np.float32(s / cell_count)) for s in total]
     return values, [int(np.sum(first <= t)) for t in range(len(tol2))], n
 
@@ -291,14 +301,16 @@ def accuracy(
     valid_cells = np.zeros(nt, dtype=np.int64)
     for shift in _GRID_SHIFTS:
         cell = _cells(recon, voxel_size, shift)
-        m = int(cell.max()) + 1
-        for t in range(nt):
-            acc = first <= t
-            a = np.bincount(cell, weights=acc, minlength=m)
-            b = np.bincount(cell, weights=~acc & inacc, minlength=m)
-            valid = (a + b) > 0
-            total[t] += np.sum((a[valid] / (a[valid] + b[valid])).astype(np.float32), dtype=np.float64)
-            valid_cells[t] += int(valid.sum())
+        _, acc = _cell_counts(cell, first, nt)
+        m = len(acc)
+        # inaccurate at t: flagged and not accurate at t (first > t)
+        flagged, flagged_acc = _cell_counts(cell[inacc], first[inacc], nt, m)
+        bad = flagged[:, None] - flagged_acc
+        seen = acc + bad
+        valid = seen > 0
+        ratio = np.where(valid, acc / np.maximum(seen, 1), 0.0).astype(np.float32)
+        total += np.sum(ratio, axis=0, dtype=np.float64)
+        valid_cells += valid.sum(axis=0)
     values = [float(np.float32(s / c)) if c else 0.0 for s, c in zip(total, valid_cells, strict=True)]
     observed = [int(np.sum((first <= t) | inacc)) for t in range(nt)]
     accurate = [int(np.sum(first <= t)) for t in range(nt)]
