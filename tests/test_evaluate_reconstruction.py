@@ -4,6 +4,7 @@ bad input (no xyz, NaNs, empty, another unit, no scans, bad tolerances)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import sys
@@ -214,3 +215,18 @@ def test_evaluator_output_is_parsed_beside_ours(scan_only_root: Path, tmp_path: 
         "--eth3d-evaluator", str(broken),
     )  # fmt: skip
     assert res.exit_code == 1 and "exited with 4: Cannot read scan file." in res.stderr
+
+
+@pytest.mark.skipif(
+    not os.environ.get("VGGTCTL_ETH3D_EVALUATOR"),
+    reason="set VGGTCTL_ETH3D_EVALUATOR to a built ETH3DMultiViewEvaluation to cross-check against it",
+)
+@pytest.mark.parametrize("name", ["b_noisy_holes", "c_outliers"])
+def test_real_official_program_agrees(scan_only_root: Path, name: str) -> None:
+    binary = os.environ["VGGTCTL_ETH3D_EVALUATOR"]
+    r = run_json(
+        scan_only_root, DATA / f"recon_{name}.ply", "--pc-align", "none", "--eth3d-evaluator", binary
+    )
+    pc = r["scenes"][0]["pointcloud"]
+    for key in ("completeness", "accuracy", "f1"):
+        assert pc[key] == pytest.approx(pc["official_program"][key], abs=1e-5), key

@@ -261,11 +261,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _triple(p: dict[str, Any], i: int) -> str:
-    """``completeness / accuracy / F1`` at tolerance index ``i``."""
-    return " / ".join(_fmt(p[k][i]) for k in ("completeness", "accuracy", "f1"))
-
-
 def render_report(console: Any, r: dict[str, Any], out_path: str | None = None) -> None:
     """Rich tables: one row per scene plus the mean, for depth (per alignment), cameras and point clouds."""
     from rich.table import Table
@@ -309,15 +304,18 @@ def render_report(console: Any, r: dict[str, Any], out_path: str | None = None) 
         align = r["settings"]["protocol"]["pointcloud_alignment"]
         if r["settings"].get("reconstruction"):
             align = (scenes[0].get("pointcloud_alignment") or {}).get("method", align)
-        t = Table(title=f"ETH3D point cloud, official protocol ({align}): completeness / accuracy / F1")
+        t = Table(title="ETH3D point cloud (official protocol)", caption=f"alignment: {align}")
         t.add_column("scene")
+        t.add_column("metric")
         for tol in tols:
             t.add_column(f"{tol * 100:g} cm", justify="right")
-        for s in scenes:
-            p = s["pointcloud"]
-            t.add_row(s["name"], *[_triple(p, i) if p else "-" for i in range(len(tols))])
+        rows = [(s["name"], s["pointcloud"]) for s in scenes]
         if len(scenes) > 1:
-            t.add_row(f"mean ({m['scenes']})", *[_triple(m, i) for i in range(len(tols))], style="bold")
+            rows.append((f"mean ({m['scenes']})", m))
+        for name, p in rows:
+            for i, (key, label) in enumerate((("completeness", "comp"), ("accuracy", "acc"), ("f1", "F1"))):
+                cells = [_fmt(v) for v in p[key]] if p else ["-"] * len(tols)
+                t.add_row(name if i == 0 else "", label, *cells, style="bold" if p is m else None)
         console.print(t)
         for s in scenes:
             official = (s["pointcloud"] or {}).get("official_program")
