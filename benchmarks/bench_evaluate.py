@@ -86,7 +86,7 @@ def cast(origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
     for axis, value, lo, hi in planes:
         with np.errstate(divide="ignore", invalid="ignore"):
             s = (value - origin[axis]) / dirs[:, axis]
-        p = origin + s[:, None] * dirs
+            p = origin + s[:, None] * dirs
         ok = (s > 0) & np.all((p >= np.array(lo) - 1e-9) & (p <= np.array(hi) + 1e-9), axis=1)
         best = np.where(ok & (s < best), s, best)
     return best

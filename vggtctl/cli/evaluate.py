@@ -184,15 +184,21 @@ def evaluate_command(
     voxel_size: Annotated[
         float,
         typer.Option(
-            "--voxel-size", help="Finest voxel of the NN search and scan averaging, metres (0: exact, slow)."
+            "--voxel-size",
+            help="NN figures: finest voxel of the NN search and scan averaging, metres (0: exact, slow).",
         ),
     ] = 0.01,
     pc_max_points: Annotated[
         int,
-        typer.Option("--pc-max-points", help="Points scored per cloud (seeded subset beyond it; 0: all)."),
+        typer.Option(
+            "--pc-max-points", help="NN figures: points scored per cloud (seeded subset beyond it; 0: all)."
+        ),
     ] = 100_000,
     max_scan_points: Annotated[
-        int, typer.Option("--max-scan-points", help="Random subset of scan points loaded per scene (0: all).")
+        int,
+        typer.Option(
+            "--max-scan-points", help="NN figures: seeded subset of the visible scan points (0: all)."
+        ),
     ] = 2_000_000,
     save_vis: Annotated[
         Path | None, typer.Option("--save-vis", help="Folder for depth/error PNGs and error point clouds.")

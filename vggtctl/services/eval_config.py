@@ -57,8 +57,8 @@ class EvalConfig:
             cloud and report its numbers beside ours (``reconstruction`` only).
         voxel_size: Finest voxel of the nearest-neighbour search and of the scan averaging (metres; 0:
             exact search on raw points, slow).
-        pc_max_points: Points scored per side (a seeded uniform subset beyond it; None: all).
-        max_scan_points: Random subset of the scans loaded per scene (None: all).
+        pc_max_points: Nearest-neighbour figures: points scored per side (seeded subset beyond; None: all).
+        max_scan_points: Nearest-neighbour figures: seeded subset of the visible scan points (None: all).
         visibility_tolerance: Relative depth agreement for a scan point to count as seen by a view.
         save_vis: Folder for depth/error PNGs and coloured error point clouds.
         out: Where to write the JSON report.

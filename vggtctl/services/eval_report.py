@@ -196,4 +196,11 @@ def _settings(config: EvalConfig, root: Path) -> dict[str, Any]:
         "eth3d_beam_divergence_deg": BEAM_DIVERGENCE_DEG,
         "voxel_size_m": config.voxel_size,
     }
+    if config.reconstruction is not None:
+        s["protocol"]["pointcloud_alignment"] = (
+            "none: the cloud as given, in the scan world frame"
+            if config.pc_align == "none"
+            else "Sim(3) ICP (with scale) onto the scan points, from a centroid + RMS-size start"
+        )
+        s["protocol"]["pointcloud_pixels"] = "every finite point of the reconstruction PLY"
     return s
