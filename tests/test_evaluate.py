@@ -35,6 +35,7 @@ def truth_predictions(
     depth_factor: float = 1.0,
     collapse_cameras: bool = False,
     nan_cameras: bool = False,
+    points_depth_factor: float = 1.0,
 ) -> Path:
     """Save the ground truth of a scene as a predictions.npz, moved into another world by ``sim``."""
     sim = sim or Sim3()
@@ -44,7 +45,7 @@ def truth_predictions(
     gt = np.stack([resample_depth(scene.gt_depth(f), g) for f, g in zip(frames, geoms, strict=True)])
     k = np.stack([intrinsics_to_model(f.K, g) for f, g in zip(frames, geoms, strict=True)])
     ext = np.stack([f.extrinsic for f in frames])
-    points = sim.apply(unproject_depth(gt, k, ext))
+    points = sim.apply(unproject_depth(gt * points_depth_factor, k, ext))
     rot = ext[:, :, :3] @ sim.rotation.T
     centres = sim.apply(camera_centres(ext))
     if collapse_cameras:
@@ -161,7 +162,7 @@ def test_scan_reference_scores_the_official_protocol(
     assert pc["accuracy"] == sorted(pc["accuracy"]) and pc["accuracy"][1] > 0.95, pc["accuracy"]
     assert pc["observed_points"][-1] > 1000
     # depth 10 % too short: the points float in front of the surfaces, in space the lasers crossed
-    near_pred = truth_predictions(synthetic_root / "synth_000", tmp_path / "p", depth_factor=0.9)
+    near_pred = truth_predictions(synthetic_root / "synth_000", tmp_path / "p", points_depth_factor=0.9)
     near = run(synthetic_root, near_pred, pc_align="cameras")["scenes"][0]["pointcloud"]
     assert near["accuracy"][0] < 0.2 and near["observed_points"][0] > 1000, near
     # ...and completeness grows with the tolerance but is bounded by what the 6 frames cover
