@@ -150,6 +150,7 @@ def test_scan_reference_keeps_visible_scan_points(synthetic_root: Path, perfect:
     assert scene["pointcloud_nn"]["nn_recall"]["10cm"] > 0.95
 
 
+@pytest.mark.slow
 def test_scan_reference_scores_the_official_protocol(
     synthetic_root: Path, perfect: Path, tmp_path: Path
 ) -> None:
