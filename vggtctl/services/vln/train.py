@@ -1,0 +1,309 @@
+"""The ``train-vln`` training loop, in one process (one device).
+
+Phases, top to bottom: load the data and both encoders; build the VLN model and choose what trains;
+optimizer (per-group learning rates) and cosine schedule with warmup; the run directory and resume; the
+step loop (data -> VGGT tokens -> Qwen forward/backward, ``grad_accum`` times -> clip -> optimizer step),
+timing every phase so ``metrics.jsonl`` says where the time goes; checkpoints; the final export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vggtctl.errors import Interrupted, UsageError
+from vggtctl.progress import NULL_PROGRESS, Progress
+from vggtctl.runs import RunDir, format_step_line
+from vggtctl.runtime.device import resolve_device
+from vggtctl.services.model_loader import load_model
+from vggtctl.services.provenance import provenance_of
+from vggtctl.services.vln.checkpoint import (
+    EXPORT,
+    TrainState,
+    export_model,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from vggtctl.services.vln.config import VlnTrainConfig
+from vggtctl.services.vln.dataset import EpochSampler, VlnBatch, VlnDataset, make_loader
+from vggtctl.services.vln.loading import load_qwen
+from vggtctl.services.vln.model import Spatial, TrainGroups, VlnModel
+from vggtctl.services.vln.records import read_records
+from vggtctl.services.vln.spatial import spatial_tokens
+
+
+@dataclass
+class TrainResult:
+    """What a run did."""
+
+    run_dir: str
+    export_dir: str
+    steps: int
+    total_steps: int
+    resumed_from: int | None
+    loss: float | None
+    samples: int
+    mean_step_time: float | None
+    mean_data_time: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cosine_with_warmup(total: int, warmup_ratio: float):  # type: ignore[no-untyped-def]
+    """``lr(step) / base``: linear 0 -> 1 over ``ceil(ratio · total)`` steps, then cosine to 0."""
+    warmup = math.ceil(warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def param_groups(model: VlnModel, config: VlnTrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: LLM at ``lr_llm``, both mergers at ``lr_merger``; no decay on biases and norms."""
+    groups = []
+    for name, lr, named in (
+        ("llm", config.lr_llm, model.llm_parameters()),
+        ("merger", config.lr_merger, model.qwen_merger_parameters() + model.vggt_merger_parameters()),
+    ):
+        live = [p for _, p in named if p.requires_grad]
+        decay = [p for p in live if p.dim() > 1]
+        plain = [p for p in live if p.dim() <= 1]
+        if decay:
+            groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": config.weight_decay})
+        if plain:
+            groups.append({"name": name + "_no_decay", "params": plain, "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
+def batch_spatial(vggt: torch.nn.Module, batch: VlnBatch, layer: int) -> list[Spatial]:
+    """Each sample's VGGT tokens (its current frame after its history)."""
+    return [Spatial(*spatial_tokens(vggt, frames, layer)) for frames in batch.frames]
+
+
+class _Batches:
+    """Batches forever, epoch after epoch, each epoch's order from (seed, epoch); remembers the position."""
+
+    def __init__(self, dataset: VlnDataset, config: VlnTrainConfig, pad_id: int, epoch: int, position: int) -> None:
+        self.dataset, self.config, self.pad_id = dataset, config, pad_id
+        self.epoch, self.position = epoch, position
+        self._it: Iterator[VlnBatch] | None = None
+
+    def _loader(self) -> Iterator[VlnBatch]:
+        c = self.config
+        sampler = EpochSampler(len(self.dataset), c.seed, self.epoch, self.position)
+        loader = make_loader(
+            self.dataset, sampler, batch_size=c.batch_size, num_workers=c.num_workers,
+            pin_memory=c.pin_memory, prefetch_factor=c.prefetch_factor, pad_id=self.pad_id,
+        )  # fmt: skip
+        return iter(loader)
+
+    def next(self) -> VlnBatch:
+        for _ in range(2):
+            if self._it is None:
+                self._it = self._loader()
+            batch = next(self._it, None)
+            if batch is not None:
+                self.position += len(batch)
+                return batch
+            self._it, self.epoch, self.position = None, self.epoch + 1, 0
+        raise UsageError("the data gives no batch", "check --data")
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> TrainResult:
+    """Train (or resume) a VLN model as ``config`` says; writes the run directory and the export.
+
+    Raises:
+        ConfigError: Bad settings (all listed).
+        InputError: Unreadable data or models.
+        Interrupted: Ctrl-C; the newest checkpoint is intact and ``resume=auto`` continues from it.
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    cuda = device.startswith("cuda")
+
+    # -- data and encoders ----------------------------------------------------------------------------
+    records = read_records(config.data, config.image_root)
+    qwen, tokenizer, image_processor = load_qwen(config.model)
+    vggt = load_model(config.vggt, device=device, dtype="bf16" if cuda else None, progress=progress)
+    for p in vggt.parameters():
+        p.requires_grad_(False)
+    dataset = VlnDataset(records, tokenizer, image_processor, config.image_width)
+
+    # -- model, trainable groups, optimizer, schedule -------------------------------------------------
+    torch.manual_seed(config.seed)
+    context_dim = 2 * vggt.aggregator.embed_dim
+    model = VlnModel(qwen, context_dim, config.merger_hidden, config.lam, config.tile_spatial).to(device)
+    model.set_trainable(TrainGroups(config.train_llm, config.train_qwen_merger, config.train_vggt_merger))
+    if config.grad_checkpointing:
+        qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
+    micro_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    total = config.max_steps or max(1, math.ceil(micro_per_epoch * config.epochs / config.grad_accum))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, config.warmup_ratio))
+
+    # -- run directory and resume ---------------------------------------------------------------------
+    meta = {"model": {"qwen": config.model, "vggt": asdict(provenance_of(vggt)) if provenance_of(vggt) else None}}
+    run = RunDir.create(config.output_dir, config, meta, total_steps=total, exist_ok=config.resume == "auto")
+    state = TrainState()
+    resumed_from = None
+    last = latest_checkpoint(run) if config.resume == "auto" else None
+    if last is not None:
+        state = load_checkpoint(last, model, optimizer, scheduler)
+        resumed_from = state.step
+        progress.log(f"resumed from {last} (step {state.step})")
+    batches = _Batches(dataset, config, tokenizer.pad_token_id, state.epoch, state.position)
+    writer = None
+    if run.is_writer:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run.tb_dir))
+    rank_log = run.open_rank_log()
+    task = progress.task("train-vln", total=total, unit="step")
+    task.update(completed=state.step)
+    times: list[tuple[float, float]] = []
+    try:
+        # -- the step loop ----------------------------------------------------------------------------
+        while state.step < total:
+            t_step = time.perf_counter()
+            data_t = vggt_t = fwd_t = 0.0
+            losses, n_samples = [], 0
+            for _ in range(config.grad_accum):
+                t0 = time.perf_counter()
+                batch = batches.next().to(device)
+                t1 = time.perf_counter()
+                spatial = batch_spatial(vggt, batch, config.vggt_layer)
+                _sync(device)
+                t2 = time.perf_counter()
+                # bf16 autocast on GPU (weights and optimizer state stay fp32); fp32 on CPU.
+                with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
+                    out = model(
+                        batch.input_ids, batch.attention_mask, batch.pixel_values, batch.image_grid_thw,
+                        batch.images_per_sample, spatial, labels=batch.labels,
+                    )  # fmt: skip
+                (out.loss / config.grad_accum).backward()
+                _sync(device)
+                t3 = time.perf_counter()
+                data_t, vggt_t, fwd_t = data_t + t1 - t0, vggt_t + t2 - t1, fwd_t + t3 - t2
+                losses.append(float(out.loss.detach()))
+                n_samples += len(batch)
+            t4 = time.perf_counter()
+            params = [p for g in optimizer.param_groups for p in g["params"]]
+            grad_norm = (
+                float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                if config.max_grad_norm > 0
+                else None
+            )
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            t5 = time.perf_counter()
+            state.step += 1
+            state.micro_steps += config.grad_accum
+            state.samples += n_samples
+            state.epoch, state.position = batches.epoch, batches.position
+            state.loss = sum(losses) / len(losses)
+            step_time = t5 - t_step
+            times.append((step_time, data_t))
+            frames = dataset.frames
+            record = {
+                "step": state.step,
+                "loss": state.loss,
+                "lr": lr,
+                "lr_merger": optimizer.param_groups[-1]["lr"],
+                "grad_norm": grad_norm,
+                "samples": state.samples,
+                "batch_size": n_samples,
+                "epoch": state.epoch,
+                "step_time": step_time,
+                "s_per_it": step_time,
+                "samples_per_s": n_samples / step_time if step_time > 0 else None,
+                "data_time": data_t,
+                "vggt_time": vggt_t,
+                "fwd_bwd_time": fwd_t,
+                "optim_time": t5 - t4,
+                "cache_hit_ratio": 0.0,
+                "frame_reuse_ratio": frames.hits / max(1, frames.hits + frames.misses)
+                if config.num_workers == 0
+                else None,
+            }
+            if state.step % config.log_steps == 0 or state.step == total:
+                run.log_metrics(record)
+                rank_log.write(format_step_line(state.step, total, record) + "\n")
+                if writer is not None:
+                    for key in ("loss", "lr", "step_time", "data_time", "vggt_time", "fwd_bwd_time", "samples_per_s"):
+                        if record[key] is not None:
+                            writer.add_scalar(f"train/{key}", record[key], state.step)
+                run.set_status(step=state.step)
+            task.advance()
+            if config.save_steps and state.step % config.save_steps == 0 and state.step < total:
+                save_checkpoint(run, model, optimizer, scheduler, state, config.keep_checkpoints)
+
+        # -- the end: last checkpoint and the export --------------------------------------------------
+        if latest_checkpoint(run) != run.checkpoint_dir(state.step) and run.is_writer:
+            save_checkpoint(run, model, optimizer, scheduler, state, config.keep_checkpoints)
+        export = run.path / EXPORT
+        if run.is_writer:
+            export_model(export, model, tokenizer, image_processor, _export_facts(config, context_dim, state.step))
+        run.set_status("finished", step=state.step)
+    except KeyboardInterrupt:
+        run.set_status("failed", step=state.step, message=f"interrupted at step {state.step}")
+        raise Interrupted(
+            f"train-vln interrupted at step {state.step}",
+            "the newest checkpoint is intact: re-run the same command to resume from it",
+        ) from None
+    except Exception as e:
+        run.set_status("failed", step=state.step, message=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise
+    finally:
+        task.close()
+        rank_log.close()
+        if writer is not None:
+            writer.close()
+        run.close()
+    return TrainResult(
+        run_dir=str(run.path),
+        export_dir=str(export),
+        steps=state.step - (resumed_from or 0),
+        total_steps=total,
+        resumed_from=resumed_from,
+        loss=state.loss,
+        samples=state.samples,
+        mean_step_time=sum(t for t, _ in times) / len(times) if times else None,
+        mean_data_time=sum(d for _, d in times) / len(times) if times else None,
+    )
+
+
+def _export_facts(config: VlnTrainConfig, context_dim: int, step: int) -> dict[str, Any]:
+    return {
+        "format": "vggtctl-train-vln/1",
+        "step": step,
+        "base_model": config.model,
+        "vggt": str(Path(config.vggt).resolve()) if Path(config.vggt).exists() else config.vggt,
+        "vggt_layer": config.vggt_layer,
+        "lam": config.lam,
+        "tile_spatial": config.tile_spatial,
+        "context_dim": context_dim,
+        "merger_hidden": config.merger_hidden,
+        "image_width": config.image_width,
+    }
