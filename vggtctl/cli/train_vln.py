@@ -83,9 +83,11 @@ def train_command(
     """Train Qwen2.5-VL with VGGT 3D features on navigation data; writes a run directory and an export."""
     words = list(args or [])
     if words and words[0] in _HELPERS:
-        typer.main.get_command(_HELPERS[words[0]])(
+        code = typer.main.get_command(_HELPERS[words[0]])(
             args=words[1:], prog_name=f"vggtctl train-vln {words[0]}", standalone_mode=False
         )
+        if code:  # the helper's own exit code (its errors were reported already)
+            raise typer.Exit(int(code))
         return
     _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, json_out)
 

@@ -2,13 +2,10 @@
 
 JanusVLN feeds a sample's frames (history first, the current frame last) through VGGT with a per-sample
 KV cache, so the current frame's tokens have attended to the earlier frames, and keeps layer 22's patch
-tokens of the current frame (``[h·w, 2C]``, the frame ‖ global halves). Here all of the sample's frames
-go through :meth:`Aggregator.forward` in one pass and the current frame's tokens are taken.
-
-Known difference until the frame-causal aggregator lands in vggtctl: this pass is bidirectional (the
-history frames also see the current one, and the current frame's tokens depend on that), while JanusVLN's
-streaming pass is causal; the authors report the difference as minor (their issue #14). The function's
-contract (frames in, ``[P, 2C]`` out) does not change when it switches.
+tokens of the current frame (``[h·w, 2C]``, the frame ‖ global halves). Here the sample's frames go
+through :meth:`Aggregator.forward` in one frame-causal pass (``causal=True``: frame i's global attention
+sees frames 0..i only), which is what the streaming K/V-cache pass computes frame by frame (the model's
+streaming tests check they match), and the current frame's tokens are taken.
 """
 
 from __future__ import annotations
@@ -48,6 +45,6 @@ def spatial_tokens(vggt: torch.nn.Module, frames: Tensor, layer: int = DEFAULT_L
         else contextlib.nullcontext()
     )
     with ctx:
-        outputs, start = aggregator(frames[None].to(torch.float32), layers=(layer,))
+        outputs, start = aggregator(frames[None].to(torch.float32), layers=(layer,), causal=True)
     tokens = outputs[layer][0, -1, start:]
     return tokens, h, w

@@ -1,0 +1,129 @@
+"""train-vln end to end on CPU: tiny Qwen2.5-VL + tiny VGGT + generated trajectories, through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_cli import run_cli
+from tests.vln_fixtures import SMALL, tiny_qwen, trajectories  # noqa: F401 - fixtures
+from vggtctl.services.vln.prompt import ACTIONS
+
+
+def _train(tiny_qwen: Path, data: Path, vggt: Path, out: Path, *extra: str, steps: int = 1):  # noqa: F811
+    return run_cli(
+        "train-vln", "--data", data, "--model", tiny_qwen, "--vggt", vggt, "--output-dir", out,
+        "--max-steps", steps, "--device", "cpu", "--json", *extra, *SMALL,
+    )  # fmt: skip
+    # options come before the key=value settings (the settings share the positional slot with the helpers)
+
+
+def _losses(run: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_one_step_writes_the_run_and_an_export_predict_loads(
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    run = tmp_path / "run"
+    r = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "grad_accum=2", "batch_size=2")
+    assert r.exit_code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["steps"] == 1 and result["samples"] == 4 and result["loss"] > 0
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    for key in ("loss", "lr", "step_time", "samples_per_s", "data_time", "vggt_time", "fwd_bwd_time",
+                "optim_time", "cache_hit_ratio", "samples"):  # fmt: skip
+        assert record[key] is not None, key
+    assert record["batch_size"] == 4 and record["samples"] == 4
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 1 and status["total_steps"] == 1
+    assert list((run / "tb").iterdir())  # TensorBoard events
+    facts = json.loads((run / "export" / "vln.json").read_text())
+    assert facts["lam"] == 0.2 and facts["vggt_layer"] == 22 and facts["context_dim"] == 128
+
+    sample = tmp_path / "sample.json"
+    frames = sorted((trajectories / "ep001").glob("step_*.png"))[:3]
+    sample.write_text(json.dumps({"id": "s", "images": [str(f) for f in frames], "conversations": [
+        {"from": "human", "value": "<image><image>now<image> go"}, {"from": "gpt", "value": "STOP"}]}))  # fmt: skip
+    p = run_cli("train-vln", "predict", "--checkpoint", run / "export", "--sample", sample, "--device", "cpu", "--json")
+    assert p.exit_code == 0, p.stderr
+    pred = json.loads(p.stdout)
+    assert pred["action"] in ACTIONS and set(pred["scores"]) == set(ACTIONS)
+    assert pred["action"] == max(pred["scores"], key=pred["scores"].get)
+
+    m = run_cli("monitor", run, "--json")
+    assert m.exit_code == 0, m.stderr
+    assert '"finished"' in m.stdout
+
+    bad = run_cli("train-vln", "predict", "--checkpoint", run, "--sample", sample)
+    assert bad.exit_code == 1 and "--checkpoint " + str(run / "export") in bad.stderr
+
+
+def test_resume_continues_the_steps_and_the_losses_of_an_uninterrupted_run(
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    args = ("grad_accum=2", "save_steps=2", "lr_llm=1e-3", "lr_merger=1e-3")
+    whole = tmp_path / "whole"
+    assert _train(tiny_qwen, trajectories, tiny_checkpoint, whole, *args, steps=4).exit_code == 0
+    # A run that died after its step-2 checkpoint: what the disk holds then.
+    part = tmp_path / "part"
+    shutil.copytree(whole, part)
+    shutil.rmtree(part / "checkpoints" / "step_0000004")
+    shutil.rmtree(part / "export")
+    lines = (part / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (part / "metrics.jsonl").write_text("".join(lines[:2]))
+    again = _train(tiny_qwen, trajectories, tiny_checkpoint, part, *args, steps=4)
+    assert again.exit_code == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["resumed_from"] == 2 and result["steps"] == 2
+    a, b = _losses(whole), _losses(part)
+    assert sorted(b) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    assert len({round(v, 6) for v in a.values()}) == 4  # the losses move, so equality means something
+    assert (part / "export" / "vln.json").is_file()
+    never = _train(tiny_qwen, trajectories, tiny_checkpoint, part, "--resume", "never", *args, steps=4)
+    assert never.exit_code == 2 and "already exists" in never.stderr
+
+
+@pytest.mark.slow
+def test_loss_falls_when_overfitting_a_few_samples(
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    run = tmp_path / "overfit"
+    r = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "grad_accum=1", "batch_size=8",
+               "lr_llm=1e-2", "lr_merger=1e-2", "grad_checkpointing=false", steps=12)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    losses = _losses(run)
+    assert losses[12] < 0.6 * losses[1] and losses[12] < min(losses[k] for k in range(1, 6)), losses
+
+
+def test_bad_settings_are_all_reported_with_exit_2(tiny_qwen: Path, tmp_path: Path) -> None:  # noqa: F811
+    r = run_cli("train-vln", "--data", tmp_path, "--model", tiny_qwen, "lr_llm=-1", "grad_accum=0", "lamda=1")
+    assert r.exit_code == 2
+    assert "'lamda=1' is not a key=value setting" in r.stderr
+    r = run_cli("train-vln", "--data", tmp_path, "lr_llm=-1", "grad_accum=0")
+    assert r.exit_code == 2
+    assert "grad_accum 0 (must be >= 1)" in r.stderr and "lr_llm -1 (must be >= 0)" in r.stderr
+    r = run_cli("train-vln", "--model", tiny_qwen)
+    assert r.exit_code == 2 and "--data: is required" in r.stderr
+
+
+def test_init_tiny_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None:
+    r = run_cli("train-vln", "init-tiny", "--out", tmp_path / "q", "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "q")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "q")
+    AutoImageProcessor.from_pretrained(tmp_path / "q")
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    for special in ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"):
+        ids = tok(special, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] < model.config.text_config.vocab_size
+    assert tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
+    assert run_cli("train-vln", "init-tiny").exit_code == 2
