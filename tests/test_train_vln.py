@@ -127,3 +127,36 @@ def test_init_tiny_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None
         assert len(ids) == 1 and ids[0] < model.config.text_config.vocab_size
     assert tok.convert_tokens_to_ids("<|image_pad|>") == model.config.image_token_id
     assert run_cli("train-vln", "init-tiny").exit_code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_process_torchrun_deepspeed_zero2_trains_checkpoints_and_resumes(
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    pytest.importorskip("deepspeed")
+    run = tmp_path / "ds"
+    launch = ("--nproc-per-node", "2", "--deepspeed", "zero2")
+    args = (*launch, "grad_accum=2", "save_steps=1", "lr_llm=1e-3", "lr_merger=1e-3")
+    first = _train(tiny_qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    assert first.exit_code == 0, first.stderr[-3000:]
+    assert json.loads(first.stdout)["world_size"] == 2
+    ckpt = run / "checkpoints" / "step_0000002"
+    assert {"state.json", "mp_rank_00_model_states.pt"} <= {p.name for p in ckpt.iterdir()}
+    assert len(list(ckpt.glob("zero_pp_rank_*_optim_states.pt"))) == 2  # one optimizer shard per rank
+    assert (run / "export" / "vln.json").is_file() and (run / "logs" / "rank1.log").is_file()
+    losses = _losses(run)
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["batch_size"] == 4  # 2 ranks x batch 1 x accumulation 2
+    # die after the step-1 checkpoint, resume through DeepSpeed's load_checkpoint
+    shutil.rmtree(ckpt)
+    shutil.rmtree(run / "export")
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
+    again = _train(tiny_qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    assert again.exit_code == 0, again.stderr[-3000:]
+    resumed = _losses(run)
+    assert sorted(resumed) == [1, 2]
+    assert resumed[2] == pytest.approx(losses[2], rel=1e-5), (losses, resumed)
+    assert (run / "export" / "vln.json").is_file()
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["step"] == 2

@@ -14,7 +14,19 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
-from vggtctl.cli.options import DeviceOption, JsonOption
+from vggtctl.cli.options import (
+    DeepspeedOption,
+    DeviceOption,
+    DryRunOption,
+    JsonOption,
+    Launcher,
+    LauncherOption,
+    MasterAddrOption,
+    MasterPortOption,
+    NnodesOption,
+    NodeRankOption,
+    NprocOption,
+)
 from vggtctl.cli.output import Output
 from vggtctl.services.vln.config import SETTINGS  # plain dataclass: no torch
 
@@ -78,6 +90,14 @@ def train_command(
     max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps (0: from --epochs).")] = 0,
     epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data when --max-steps is 0.")] = 1.0,
     device: DeviceOption = "auto",
+    deepspeed: DeepspeedOption = None,
+    nproc_per_node: NprocOption = None,
+    nnodes: NnodesOption = None,
+    node_rank: NodeRankOption = None,
+    master_addr: MasterAddrOption = None,
+    master_port: MasterPortOption = None,
+    launcher: LauncherOption = Launcher.auto,
+    dry_run: DryRunOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Train Qwen2.5-VL with VGGT 3D features on navigation data; writes a run directory and an export."""
@@ -89,30 +109,68 @@ def train_command(
         if code:  # the helper's own exit code (its errors were reported already)
             raise typer.Exit(int(code))
         return
-    _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, json_out)
+    launch = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "node_rank": node_rank,
+              "master_addr": master_addr, "master_port": master_port, "launcher": launcher}  # fmt: skip
+    _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, deepspeed,
+           launch, dry_run, json_out)  # fmt: skip
 
 
 @mapped_errors(flags=_FLAGS, interrupted=INTERRUPT_HINT)
 def _train(
     overrides: list[str], data: str | None, image_root: str | None, model: str, vggt: str, output_dir: str,
-    resume: str, max_steps: int, epochs: float, device: str, json_out: bool,
+    resume: str, max_steps: int, epochs: float, device: str, deepspeed: str | None, launch: dict[str, Any],
+    dry_run: bool, json_out: bool,
 ) -> None:  # fmt: skip
+    from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
+    from vggtctl.launch import Worker, plan_for, run_plan
     from vggtctl.services.vln.config import VlnTrainConfig, apply_overrides
-    from vggtctl.services.vln.train import train_vln
 
     config = apply_overrides(
         VlnTrainConfig(
             data=data or "", image_root=image_root, model=model, vggt=vggt, output_dir=output_dir,
-            resume=resume, max_steps=max_steps, epochs=epochs, device=device,
+            resume=resume, max_steps=max_steps, epochs=epochs, device=device, deepspeed=deepspeed,
         ),
         overrides,
     ).validate()  # fmt: skip
+    # torchrun by default for several processes (the ZeRO config goes to the workers); in-process for one.
+    plan = plan_for(launch_request(**launch, deepspeed=config.deepspeed, device=config.device, nccl=config.nccl))
+    run_dir = Path(config.output_dir)
+    worker_config = run_dir / "launch" / "train-vln.yaml"
+    worker = Worker("vggtctl.services.vln.worker", ["--config", str(worker_config)])
     output = Output(json_mode=json_out)
-    try:
-        result = train_vln(config, progress=output.progress())
-    finally:
-        output.close()
-    output.result(result.to_dict(), lambda console: _render_train(console, result.to_dict()))
+    if dry_run:
+        doc = dry_run_document(plan, worker, run_dir / "logs")
+        doc["config"] = _plain_config(config)
+        output.result(doc, lambda console: render_dry_run(console, doc))
+        return
+    if plan.backend == "inprocess":
+        from vggtctl.services.vln.train import train_vln
+
+        try:
+            result = train_vln(config, progress=output.progress())
+        finally:
+            output.close()
+        output.result(result.to_dict(), lambda console: _render_train(console, result.to_dict()))
+        return
+    from vggtctl.services.vln.worker import write_worker_config
+
+    write_worker_config(config, worker_config)
+    code = run_plan(plan, worker, log_dir=run_dir / "logs")
+    if code:
+        raise typer.Exit(code)
+    import json
+
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    data = {"run_dir": str(run_dir), "export_dir": str(run_dir / "export"), "world_size": plan.world_size, **status}
+    output.result(data, lambda c: c.print(
+        f"{status['state']} at step {status['step']} on {plan.world_size} processes; run: {run_dir}; "
+        f"export: {run_dir / 'export'}", markup=False))  # fmt: skip
+
+
+def _plain_config(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)
 
 
 def _render_train(console: Any, r: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ lr 2e-5, mergers 1e-5, batch 1 × accumulation 8, cosine with 3 % warmup, weight
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from vggtctl.errors import Problem, UsageError, raise_problems
@@ -54,6 +54,9 @@ class VlnTrainConfig:
         save_steps: Checkpoint every N optimizer steps (0 = only at the end).
         keep_checkpoints: Checkpoints kept (the newest).
         seed: Seed of the data order and the new weights.
+        deepspeed: DeepSpeed ZeRO preset (zero2, zero2-offload, zero3, zero3-offload) or JSON file; None = plain
+            PyTorch (DDP with several processes).
+        nccl: NCCL / GLOO variables for the workers (``nccl.NCCL_IB_HCA=mlx5``), passed through as given.
     """
 
     data: str = ""
@@ -88,6 +91,8 @@ class VlnTrainConfig:
     save_steps: int = 1000
     keep_checkpoints: int = 2
     seed: int = 42
+    deepspeed: str | None = None
+    nccl: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[Problem]:
         """Every bad value, each with its field."""
@@ -111,6 +116,9 @@ class VlnTrainConfig:
                 out.append(Problem.of(name, "must be >= 0", getattr(self, name)))
         if self.image_width <= 0 or self.image_width % 28:
             out.append(Problem.of("image_width", "must be a positive multiple of 28 (Qwen's patch 14 x merge 2)", self.image_width))
+        for key in self.nccl:
+            if not key.replace("_", "").isalnum() or not key.startswith(("NCCL_", "GLOO_", "TORCH_NCCL_")):
+                out.append(Problem.of("nccl", "takes NCCL_*, GLOO_* or TORCH_NCCL_* variables", key))
         if not (self.train_llm or self.train_qwen_merger or self.train_vggt_merger):
             out.append(Problem.of(("train_llm", "train_qwen_merger", "train_vggt_merger"), "at least one must be true"))
         return out
@@ -151,9 +159,13 @@ def apply_overrides(config: VlnTrainConfig, overrides: list[str]) -> VlnTrainCon
     """``key=value`` strings applied to ``config`` (a copy); every bad one reported at once (exit 2)."""
     by_name = {f.name: f for f in fields(VlnTrainConfig)}
     changes: dict[str, Any] = {}
+    nccl = dict(config.nccl)
     bad: list[str] = []
     for item in overrides:
         key, sep, value = item.partition("=")
+        if sep and key.startswith("nccl.") and len(key) > 5:
+            nccl[key[5:]] = value  # an environment variable name keeps its spelling
+            continue
         key = key.strip().replace("-", "_")
         if not sep or key not in by_name:
             bad.append(f"{item!r} is not a key=value setting of train-vln")
@@ -167,4 +179,4 @@ def apply_overrides(config: VlnTrainConfig, overrides: list[str]) -> VlnTrainCon
             "bad train-vln settings: " + "; ".join(bad),
             f"write them as key=value with key one of: {', '.join(SETTINGS)}",
         )
-    return dataclasses.replace(config, **changes)
+    return dataclasses.replace(config, **changes, nccl=nccl)

@@ -24,14 +24,9 @@ from vggtctl.runs import RunDir, format_step_line
 from vggtctl.runtime.device import resolve_device
 from vggtctl.services.model_loader import load_model
 from vggtctl.services.provenance import provenance_of
-from vggtctl.services.vln.checkpoint import (
-    EXPORT,
-    TrainState,
-    export_model,
-    latest_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from vggtctl.runtime.dist import init_distributed
+from vggtctl.services.vln.checkpoint import EXPORT, TrainState, export_model, latest_checkpoint
+from vggtctl.services.vln.engines import DeepSpeedEngine, PlainEngine
 from vggtctl.services.vln.config import VlnTrainConfig
 from vggtctl.services.vln.dataset import EpochSampler, VlnBatch, VlnDataset, make_loader
 from vggtctl.services.vln.loading import load_qwen
@@ -96,14 +91,16 @@ def batch_spatial(vggt: torch.nn.Module, batch: VlnBatch, layer: int) -> list[Sp
 class _Batches:
     """Batches forever, epoch after epoch, each epoch's order from (seed, epoch); remembers the position."""
 
-    def __init__(self, dataset: VlnDataset, config: VlnTrainConfig, pad_id: int, epoch: int, position: int) -> None:
+    def __init__(self, dataset: VlnDataset, config: VlnTrainConfig, pad_id: int, epoch: int, position: int,
+                 rank: int = 0, world: int = 1) -> None:  # fmt: skip
         self.dataset, self.config, self.pad_id = dataset, config, pad_id
+        self.rank, self.world = rank, world
         self.epoch, self.position = epoch, position
         self._it: Iterator[VlnBatch] | None = None
 
     def _loader(self) -> Iterator[VlnBatch]:
         c = self.config
-        sampler = EpochSampler(len(self.dataset), c.seed, self.epoch, self.position)
+        sampler = EpochSampler(len(self.dataset), c.seed, self.epoch, self.position, self.rank, self.world)
         loader = make_loader(
             self.dataset, sampler, batch_size=c.batch_size, num_workers=c.num_workers,
             pin_memory=c.pin_memory, prefetch_factor=c.prefetch_factor, pad_id=self.pad_id,
@@ -137,7 +134,12 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     """
     config.validate()
     device = resolve_device(config.device)
+    if config.deepspeed is not None:
+        _single_process_group(device)
+    info = init_distributed(device)
     cuda = device.startswith("cuda")
+    if cuda and info.distributed:
+        device = f"cuda:{info.local_rank}"
 
     # -- data and encoders ----------------------------------------------------------------------------
     records = read_records(config.data, config.image_root)
@@ -155,10 +157,23 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     if config.grad_checkpointing:
         qwen.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
-    micro_per_epoch = math.ceil(len(dataset) / config.batch_size)
+    micro_per_epoch = math.ceil(len(dataset) / info.world_size / config.batch_size)
     total = config.max_steps or max(1, math.ceil(micro_per_epoch * config.epochs / config.grad_accum))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total, config.warmup_ratio))
+    schedule = cosine_with_warmup(total, config.warmup_ratio)
+    if config.deepspeed is not None:
+        from vggtctl.services.vln.zero_config import fill_zero_config, read_zero_config
+
+        ds_config = fill_zero_config(
+            read_zero_config(config.deepspeed), batch_size=config.batch_size, grad_accum=config.grad_accum,
+            world_size=info.world_size, max_grad_norm=config.max_grad_norm,
+            hidden_size=qwen.config.text_config.hidden_size, bf16=cuda,
+        )  # fmt: skip
+        engine: Any = DeepSpeedEngine(model, param_groups(model, config), schedule, ds_config)
+    else:
+        optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        engine = PlainEngine(model, optimizer, scheduler, config.grad_accum, config.max_grad_norm,
+                             info.world_size, device)  # fmt: skip
 
     # -- run directory and resume ---------------------------------------------------------------------
     meta = {"model": {"qwen": config.model, "vggt": asdict(provenance_of(vggt)) if provenance_of(vggt) else None}}
@@ -167,10 +182,10 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     resumed_from = None
     last = latest_checkpoint(run) if config.resume == "auto" else None
     if last is not None:
-        state = load_checkpoint(last, model, optimizer, scheduler)
+        state = engine.load(last)
         resumed_from = state.step
         progress.log(f"resumed from {last} (step {state.step})")
-    batches = _Batches(dataset, config, tokenizer.pad_token_id, state.epoch, state.position)
+    batches = _Batches(dataset, config, tokenizer.pad_token_id, state.epoch, state.position, info.rank, info.world_size)
     writer = None
     if run.is_writer:
         from torch.utils.tensorboard import SummaryWriter
@@ -195,34 +210,27 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 t2 = time.perf_counter()
                 # bf16 autocast on GPU (weights and optimizer state stay fp32); fp32 on CPU.
                 with torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext():
-                    out = model(
+                    out = engine.forward(
                         batch.input_ids, batch.attention_mask, batch.pixel_values, batch.image_grid_thw,
                         batch.images_per_sample, spatial, labels=batch.labels,
                     )  # fmt: skip
-                (out.loss / config.grad_accum).backward()
+                engine.backward(out.loss)
+                engine.micro_step()
                 _sync(device)
                 t3 = time.perf_counter()
                 data_t, vggt_t, fwd_t = data_t + t1 - t0, vggt_t + t2 - t1, fwd_t + t3 - t2
                 losses.append(float(out.loss.detach()))
                 n_samples += len(batch)
             t4 = time.perf_counter()
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            grad_norm = (
-                float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-                if config.max_grad_norm > 0
-                else None
-            )
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            lr, lr_merger = engine.lrs()
+            engine.step()
             _sync(device)
             t5 = time.perf_counter()
             state.step += 1
             state.micro_steps += config.grad_accum
             state.samples += n_samples
             state.epoch, state.position = batches.epoch, batches.position
-            state.loss = sum(losses) / len(losses)
+            state.loss = _mean_over_ranks(sum(losses) / len(losses), device)
             step_time = t5 - t_step
             times.append((step_time, data_t))
             frames = dataset.frames
@@ -230,14 +238,14 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 "step": state.step,
                 "loss": state.loss,
                 "lr": lr,
-                "lr_merger": optimizer.param_groups[-1]["lr"],
-                "grad_norm": grad_norm,
-                "samples": state.samples,
-                "batch_size": n_samples,
+                "lr_merger": lr_merger,
+                "grad_norm": engine.grad_norm,
+                "samples": state.samples * info.world_size,
+                "batch_size": n_samples * info.world_size,
                 "epoch": state.epoch,
                 "step_time": step_time,
                 "s_per_it": step_time,
-                "samples_per_s": n_samples / step_time if step_time > 0 else None,
+                "samples_per_s": n_samples * info.world_size / step_time if step_time > 0 else None,
                 "data_time": data_t,
                 "vggt_time": vggt_t,
                 "fwd_bwd_time": fwd_t,
@@ -257,14 +265,16 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 run.set_status(step=state.step)
             task.advance()
             if config.save_steps and state.step % config.save_steps == 0 and state.step < total:
-                save_checkpoint(run, model, optimizer, scheduler, state, config.keep_checkpoints)
+                engine.save(run, state, config.keep_checkpoints)
 
         # -- the end: last checkpoint and the export --------------------------------------------------
-        if latest_checkpoint(run) != run.checkpoint_dir(state.step) and run.is_writer:
-            save_checkpoint(run, model, optimizer, scheduler, state, config.keep_checkpoints)
+        if latest_checkpoint(run) != run.checkpoint_dir(state.step):
+            engine.save(run, state, config.keep_checkpoints)
         export = run.path / EXPORT
-        if run.is_writer:
-            export_model(export, model, tokenizer, image_processor, _export_facts(config, context_dim, state.step))
+        with engine.gathered():
+            if run.is_writer:
+                facts = _export_facts(config, context_dim, state.step)
+                export_model(export, engine.module, tokenizer, image_processor, facts)
         run.set_status("finished", step=state.step)
     except KeyboardInterrupt:
         run.set_status("failed", step=state.step, message=f"interrupted at step {state.step}")
@@ -292,6 +302,35 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         mean_step_time=sum(t for t, _ in times) / len(times) if times else None,
         mean_data_time=sum(d for _, d in times) / len(times) if times else None,
     )
+
+
+def _single_process_group(device: str) -> None:
+    """DeepSpeed needs a process group even for one process: a local one, on a free port."""
+    import os
+    import socket
+
+    if "LOCAL_RANK" in os.environ or "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})  # fmt: skip
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+
+def _mean_over_ranks(value: float, device: str) -> float:
+    """The mean of ``value`` over all ranks (the loss every rank logs is the global one)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    if torch.distributed.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device if device.startswith("cuda") else "cpu")
+    torch.distributed.all_reduce(t)
+    return float(t) / torch.distributed.get_world_size()
 
 
 def _export_facts(config: VlnTrainConfig, context_dim: int, step: int) -> dict[str, Any]:
