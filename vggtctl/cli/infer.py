@@ -51,12 +51,19 @@ Examples:
   vggtctl infer long_scene/ --chunk-size 64 --overlap 16
 
   vggtctl infer scene/images --model tiny --conf-threshold 3 --points head
+
+  vggtctl infer scene/images --resolution original --bundle-adjust
 """
 
 
 class Units(str, Enum):
     original = "original"
     model = "model"
+
+
+class Resolution(str, Enum):
+    model = "model"
+    original = "original"
 
 
 class ColmapFormat(str, Enum):
@@ -165,6 +172,40 @@ def infer_command(
     max_points: Annotated[
         int, typer.Option("--max-points", help="Cap on points in points.ply / points3D.txt (seeded subset).")
     ] = 500_000,
+    resolution: Annotated[
+        Resolution,
+        typer.Option(
+            "--resolution",
+            help="original: also write depth, confidence and intrinsics on each source image's pixel grid "
+            "(original/frame_NNNNNN.npz).",
+        ),
+    ] = Resolution.model,
+    colmap_tracks: Annotated[
+        bool,
+        typer.Option(
+            "--colmap-tracks/--no-colmap-tracks",
+            help="points3D with 2-D observations (source pixel + frames where depth agrees).",
+        ),
+    ] = True,
+    bundle_adjust: Annotated[
+        bool,
+        typer.Option(
+            "--bundle-adjust",
+            help="Refine the COLMAP cameras and points with COLMAP's bundle adjuster on track-head "
+            "observations; kept only if the reprojection error goes down.",
+        ),
+    ] = False,
+    ba_queries: Annotated[
+        int, typer.Option("--ba-queries", help="Track-head query points per frame for --bundle-adjust.")
+    ] = 256,
+    ba_min_observations: Annotated[
+        int,
+        typer.Option("--ba-min-observations", help="Skip the adjustment if an image has fewer observations."),
+    ] = 16,
+    ba_refine_focal: Annotated[
+        bool,
+        typer.Option("--ba-refine-focal/--ba-fixed-focal", help="Let the adjustment refine focal lengths."),
+    ] = True,
     json_out: JsonOption = False,
     nproc_per_node: NprocOption = None,
     nnodes: NnodesOption = None,
@@ -198,6 +239,12 @@ def infer_command(
         chunk_size=chunk_size,
         overlap=overlap,
         dry_run=dry_run,
+        resolution=resolution.value,
+        colmap_tracks=colmap_tracks,
+        bundle_adjust=bundle_adjust,
+        ba_queries=ba_queries,
+        ba_min_observations=ba_min_observations,
+        ba_refine_focal=ba_refine_focal,
     )
     output = Output(json_mode=json_out)
     from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
@@ -277,6 +324,11 @@ def _render(console: Any, r: dict[str, Any]) -> None:
             f"worst alignment residual {worst:.2%} of the overlap's extent"
             + (f"; {weak} weak overlap(s), see meta.json" if weak else "")
         )
+    ba = r.get("bundle_adjustment")
+    if r.get("colmap_observations") is not None and not (ba and ba["refined"]):
+        console.print(f"COLMAP tracks: {r['colmap_observations']:,} observations of {r['points']:,} points")
+    if ba is not None:
+        console.print(f"bundle adjustment: {'refined' if ba['refined'] else 'not applied'}: {ba['reason']}")
     console.print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in r["timings_s"].items()))
 
 

@@ -91,19 +91,30 @@ class Image:
 
 @dataclass
 class PointCloud:
-    """Points without tracks held as arrays, ids ``first_id .. first_id + N - 1``.
+    """Points held as arrays, ids ``first_id .. first_id + N - 1``, with optional tracks.
 
-    A feed-forward model's cloud has no 2-D observations; half a million :class:`Point3D` objects would
-    cost more than writing them, so the writers take the arrays as they are.
+    Half a million :class:`Point3D` objects would cost more than writing them, so the writers take the
+    arrays as they are. Tracks are stored flat (CSR): point ``j``'s track elements are
+    ``track_image_ids[track_offsets[j]:track_offsets[j + 1]]`` with the matching ``track_point2D_idxs``
+    (indices into that image's ``xys``). Without tracks every point has an empty track.
     """
 
     xyz: np.ndarray  # (N, 3), written as float64
     rgb: np.ndarray  # (N, 3) uint8
     error: np.ndarray | None = None  # (N,), 0 when None
     first_id: int = 1
+    track_offsets: np.ndarray | None = None  # (N + 1,) int64
+    track_image_ids: np.ndarray | None = None  # (M,) int32
+    track_point2D_idxs: np.ndarray | None = None  # (M,) int32
 
     def __len__(self) -> int:
         return len(self.xyz)
+
+    def track_lengths(self) -> np.ndarray:
+        """Number of observations of each point (zeros without tracks)."""
+        if self.track_offsets is None:
+            return np.zeros(len(self), dtype=np.int64)
+        return np.diff(np.asarray(self.track_offsets, dtype=np.int64))
 
 
 Points = Mapping[int, "Point3D"] | PointCloud
@@ -343,10 +354,18 @@ def _cloud_lines(cloud: PointCloud) -> list[str]:
     xyz = np.asarray(cloud.xyz, dtype=np.float64).tolist()
     rgb = np.asarray(cloud.rgb, dtype=np.uint8).tolist()
     err = [0.0] * len(xyz) if cloud.error is None else np.asarray(cloud.error, dtype=np.float64).tolist()
-    return [
+    lines = [
         f"{cloud.first_id + j} {x:.9g} {y:.9g} {z:.9g} {r} {g} {b} {e:.6g}"
         for j, ((x, y, z), (r, g, b), e) in enumerate(zip(xyz, rgb, err, strict=True))
     ]
+    if cloud.track_offsets is not None:
+        offsets = np.asarray(cloud.track_offsets, dtype=np.int64).tolist()
+        pairs = np.stack([cloud.track_image_ids, cloud.track_point2D_idxs], axis=1).astype(np.int64).tolist()
+        for j in range(len(lines)):
+            track = pairs[offsets[j] : offsets[j + 1]]
+            if track:
+                lines[j] += " " + " ".join(f"{a} {b}" for a, b in track)
+    return lines
 
 
 # ---------------------------------------------------------------- binary
@@ -412,7 +431,22 @@ def _write_points_binary(f: BinaryIO, points: Points) -> None:
         rec["id"] = np.arange(points.first_id, points.first_id + len(points), dtype=np.uint64)
         rec["xyz"], rec["rgb"] = points.xyz, points.rgb
         rec["error"] = 0.0 if points.error is None else points.error
-        f.write(rec.tobytes())
+        if points.track_offsets is None:
+            f.write(rec.tobytes())
+            return
+        lengths = points.track_lengths()
+        rec["track"] = lengths
+        elems = np.zeros(int(lengths.sum()), dtype=[("image", "<i4"), ("idx", "<i4")])
+        elems["image"], elems["idx"] = points.track_image_ids, points.track_point2D_idxs
+        # Interleave each 51-byte record with its track: element e of point p starts at 51 (p + 1) + 8 e.
+        size = _CLOUD_RECORD.itemsize
+        buf = np.empty(size * len(points) + 8 * len(elems), dtype=np.uint8)
+        starts = size * np.arange(len(points), dtype=np.int64) + 8 * np.asarray(points.track_offsets[:-1])
+        buf[starts[:, None] + np.arange(size)] = rec.view(np.uint8).reshape(-1, size)
+        owner = np.repeat(np.arange(len(points), dtype=np.int64), lengths)
+        elem_starts = size * (owner + 1) + 8 * np.arange(len(elems), dtype=np.int64)
+        buf[elem_starts[:, None] + np.arange(8)] = elems.view(np.uint8).reshape(-1, 8)
+        f.write(buf.tobytes())
         return
     for p in points.values():
         track = np.zeros(len(p.image_ids), dtype=[("image", "<i4"), ("idx", "<i4")])

@@ -22,14 +22,20 @@ import numpy as np
 from vggtctl.defaults import DEFAULT_REPO
 from vggtctl.errors import InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
-from vggtctl.io.colmap_export import write_prediction_model
 from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runtime import DTYPE_CHOICES, resolve_device, resolve_dtype, versions
 from vggtctl.runtime.dist import dist_info
 from vggtctl.runtime.precision import DtypeChoice, autocast
+from vggtctl.services.bundle_adjust import BundleAdjustConfig
+from vggtctl.services.colmap_tracks import valid_region
 from vggtctl.services.infer_plan import InferPlan, settings_problems
-from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original, preprocess_images
+from vggtctl.services.original_resolution import RESOLUTIONS, write_original_resolution
+from vggtctl.services.preprocess import (
+    ImageGeometry,
+    check_images_readable,
+    preprocess_images,
+)
 from vggtctl.utils.atomic import StagedDir, atomic_write_json
 from vggtctl.utils.devices import device_problem
 
@@ -240,6 +246,12 @@ class InferConfig:
     chunk_size: int | None = None
     overlap: int | None = None
     dry_run: bool = False
+    resolution: str = "model"
+    colmap_tracks: bool = True
+    bundle_adjust: bool = False
+    ba_queries: int = 256
+    ba_min_observations: int = 16
+    ba_refine_focal: bool = True
 
     def problems(self) -> list[Problem]:
         """Every bad setting, about values (empty: the config is valid). Touches no file but ``out``."""
@@ -256,7 +268,12 @@ class InferConfig:
             problems.append(Problem.of("formats", f"allowed: {', '.join(FORMATS)}", list(self.formats)))
         choice("colmap_units", self.colmap_units, COLMAP_UNITS)
         choice("colmap_format", self.colmap_format, COLMAP_FORMATS)
-        for name in ("every", "max_points"):
+        choice("resolution", self.resolution, RESOLUTIONS)
+        if self.bundle_adjust and "colmap" not in self.formats:
+            problems.append(
+                Problem.of("bundle_adjust", "refines the COLMAP model: add colmap to --format", True)
+            )
+        for name in ("every", "max_points", "ba_queries", "ba_min_observations"):
             if getattr(self, name) < 1:
                 problems.append(Problem.of(name, "must be >= 1", getattr(self, name)))
         problems.extend(
@@ -303,6 +320,9 @@ class InferResult:
     conf_threshold: float | None
     colmap_units: str | None
     colmap_format: str | None = None
+    resolution: str = "model"
+    colmap_observations: int | None = None
+    bundle_adjustment: dict[str, Any] | None = None
     files: dict[str, str] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     plan: dict[str, Any] = field(default_factory=dict)
@@ -346,17 +366,7 @@ def _stage(name: str, timings: dict[str, float], progress: Progress) -> Iterator
 # ---------------------------------------------------------------- point cloud / colmap
 
 
-def _valid_region(geom: ImageGeometry) -> np.ndarray:
-    """Model pixels that show the image (not white padding)."""
-    h, w = geom.out_hw
-    ox, oy = geom.offset_xy
-    rh, rw = geom.resized_hw
-    mask = np.zeros((h, w), dtype=bool)
-    mask[max(oy, 0) : max(min(oy + rh, h), 0), max(ox, 0) : max(min(ox + rw, w), 0)] = True
-    return mask
-
-
-def select_points(
+def select_pixels(
     preds: dict[str, np.ndarray],
     geoms: Sequence[ImageGeometry],
     *,
@@ -364,11 +374,16 @@ def select_points(
     conf_threshold: str | float = "50%",
     max_points: int = 500_000,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Confidence-filtered coloured points: ``(xyz [N,3] f32, rgb [N,3] u8, conf [N] f32, threshold)``.
+) -> tuple[np.ndarray, float]:
+    """Flat pixel indices ``frame * H * W + row * W + col`` of the points to keep, and the threshold.
 
     Pixels in white padding and non-finite points are dropped; a percentage threshold is a percentile of
-    the confidences of the remaining pixels; beyond ``max_points`` a seeded uniform subset is kept.
+    the confidences of the remaining pixels (so it never keeps nothing); beyond ``max_points`` a seeded
+    uniform subset is kept.
+
+    Raises:
+        InputError: The model produced no such points, or no pixel is valid at all.
+        UsageError: An absolute threshold above every confidence (the message names their range).
     """
     key, conf_key = (
         ("world_points_from_depth", "depth_conf")
@@ -382,39 +397,130 @@ def select_points(
         )
     xyz = preds[key].reshape(-1, 3)
     conf = preds[conf_key].reshape(-1)
-    rgb = (
-        np.clip(np.rint(preds["images"].transpose(0, 2, 3, 1) * 255.0), 0, 255)
-        .astype(np.uint8)
-        .reshape(-1, 3)
-    )
     valid = (
-        np.stack([_valid_region(g) for g in geoms]).reshape(-1)
+        np.stack([valid_region(g) for g in geoms]).reshape(-1)
         & np.isfinite(xyz).all(axis=1)
         & np.isfinite(conf)
     )
+    if not valid.any():
+        raise InputError(
+            "no pixel holds a finite point outside the white padding",
+            "the prediction is unusable: check the input images and the checkpoint",
+        )
     kind, value = parse_conf_threshold(conf_threshold)
-    thr = float(np.percentile(conf[valid], value)) if kind == "percentile" and valid.any() else float(value)
+    thr = float(np.percentile(conf[valid], value)) if kind == "percentile" else float(value)
     keep = valid & (conf >= thr)
     idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        lo, hi = float(conf[valid].min()), float(conf[valid].max())
+        raise UsageError(
+            f"confidence threshold {value:g} keeps no point: the {points} confidences range from "
+            f"{lo:.4g} to {hi:.4g}",
+            f"pass a value at most {hi:.4g}, or a percentile such as --conf-threshold 50%",
+        )
     if len(idx) > max_points:
         idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_points, replace=False))
-    return xyz[idx].astype(np.float32), rgb[idx], conf[idx].astype(np.float32), thr
+    return idx, thr
 
 
-def colmap_cameras(
-    preds: dict[str, np.ndarray], geoms: Sequence[ImageGeometry], units: str = "original"
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Intrinsics ``[S,3,3]`` and image sizes ``(h, w)`` for the COLMAP export, in ``units`` pixels."""
-    Ks, sizes = [], []
-    for i, geom in enumerate(geoms):
-        K = preds["intrinsic"][i].astype(np.float64)
-        if units == "original":
-            Ks.append(intrinsics_to_original(K, geom))
-            sizes.append(tuple(int(v) for v in geom.orig_hw))
+def select_points(
+    preds: dict[str, np.ndarray],
+    geoms: Sequence[ImageGeometry],
+    *,
+    points: str = "depth",
+    conf_threshold: str | float = "50%",
+    max_points: int = 500_000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Confidence-filtered coloured points: ``(xyz [N,3] f32, rgb [N,3] u8, conf [N] f32, threshold)``.
+
+    Which pixels: :func:`select_pixels`.
+    """
+    idx, thr = select_pixels(
+        preds, geoms, points=points, conf_threshold=conf_threshold, max_points=max_points, seed=seed
+    )
+    xyz, rgb, conf = points_at(preds, idx, points)
+    return xyz, rgb, conf, thr
+
+
+def points_at(
+    preds: dict[str, np.ndarray], idx: np.ndarray, points: str = "depth"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xyz [N,3] f32, rgb [N,3] u8, conf [N] f32)`` of the flat pixel indices ``idx``."""
+    key, conf_key = (
+        ("world_points_from_depth", "depth_conf")
+        if points == "depth"
+        else ("world_points", "world_points_conf")
+    )
+    xyz = preds[key].reshape(-1, 3)[idx]
+    conf = preds[conf_key].reshape(-1)[idx]
+    _, _, h, w = preds["images"].shape
+    f, rest = idx // (h * w), idx % (h * w)
+    rgb = np.clip(np.rint(preds["images"][f, :, rest // w, rest % w] * 255.0), 0, 255).astype(np.uint8)
+    return xyz.astype(np.float32), rgb.reshape(-1, 3), conf.astype(np.float32)
+
+
+def _tracks_for_adjustment(
+    model: Any,
+    images: np.ndarray,
+    preds: dict[str, np.ndarray],
+    geoms: Sequence[ImageGeometry],
+    config: InferConfig,
+    device: str,
+    dtype: Any,
+    progress: Progress,
+) -> tuple[Any, str | None]:
+    """Track-head points for ``--bundle-adjust``, or why there are none."""
+    from vggtctl.services.track_observations import track_observations, unavailable_reason
+
+    reason = unavailable_reason(model, (int(images.shape[2]), int(images.shape[3])))
+    if reason is None and "world_points_from_depth" not in preds:
+        reason = "the checkpoint has no depth or camera head"
+    if reason is not None:
+        return None, reason
+    tracked = track_observations(
+        model, images, preds, geoms, device=device, dtype=dtype.autocast_dtype,
+        queries_per_frame=config.ba_queries, progress=progress,
+    )  # fmt: skip
+    return tracked, None
+
+
+def _write_colmap(
+    folder: Path,
+    preds: dict[str, np.ndarray],
+    geoms: Sequence[ImageGeometry],
+    names: list[str],
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    idx: np.ndarray,
+    thr: float | None,
+    config: InferConfig,
+    tracked: Any,
+    ba_skip: str | None,
+) -> tuple[int | None, dict[str, Any] | None]:
+    """Write ``colmap/`` (bundle-adjusted when asked and kept); returns (observations, BA report)."""
+    from vggtctl.services.colmap_output import export_observations, write_bundle_adjusted, write_export
+
+    units, fmt = config.colmap_units, config.colmap_format
+    report: dict[str, Any] | None = None
+    if config.bundle_adjust:
+        if tracked is None:
+            report = {
+                "refined": False,
+                "reason": f"no track-head observations: {ba_skip}; the unrefined model is kept",
+            }
         else:
-            Ks.append(K)
-            sizes.append(tuple(int(v) for v in geom.out_hw))
-    return np.stack(Ks), sizes  # type: ignore[return-value]
+            ba = BundleAdjustConfig(min_observations=config.ba_min_observations,
+                                    refine_focal_length=config.ba_refine_focal)  # fmt: skip
+            r = write_bundle_adjusted(folder, preds, geoms, names, tracked, units=units, fmt=fmt, config=ba)
+            report = r.to_dict()
+            if r.refined:
+                return r.observations, report
+    obs = None
+    if config.colmap_tracks and "depth" in preds and thr is not None:
+        obs = export_observations(preds, geoms, xyz, idx, thr if config.points == "depth" else -np.inf, units)
+    write_export(folder, preds, geoms, names, xyz, rgb, obs, units=units, fmt=fmt)
+    return (None if obs is None else len(obs)), report
 
 
 # ---------------------------------------------------------------- the command
@@ -501,7 +607,12 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
     # Decode (streaming) and preprocess every frame before the model loads: a truncated JPEG must fail in
     # a second, not after a 5 GB checkpoint read; only model-size arrays are kept.
     with _stage("load images", timings, progress):
-        images, geoms = preprocess_images(DecodedFrames(frames), config.mode, target)
+        try:
+            images, geoms = preprocess_images(DecodedFrames(frames), config.mode, target)
+        except InputError:
+            # Name every unreadable file at once, not only the first one the stream met.
+            check_images_readable([f.path for f in frames if f.image is None and f.video is None])
+            raise
     progress.log(
         f"{len(frames)} frames -> {images.shape[3]}x{images.shape[2]} ({config.mode}, target {target})"
     )
@@ -528,6 +639,12 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
         preds["timestamps_s"] = np.array(
             [np.nan if f.timestamp_s is None else f.timestamp_s for f in frames], dtype=np.float64
         )
+    tracked, ba_skip = None, None
+    if config.bundle_adjust:
+        with _stage("track", timings, progress):
+            tracked, ba_skip = _tracks_for_adjustment(
+                model, images, preds, geoms, config, device, dtype, progress
+            )
     del model
     files: dict[str, str] = {}
     sources = [f.source for f in frames]
@@ -535,23 +652,33 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
     if "npz" in config.formats:
         with _stage("write npz", timings, progress):
             files["npz"] = str(out / save_predictions(work, preds, geoms, sources, prov).name)
+    if config.resolution == "original":
+        if "depth" not in preds or "intrinsic" not in preds:
+            raise InputError(
+                "--resolution original needs the depth and camera heads, which this checkpoint lacks",
+                "use --resolution model, or load the full checkpoint",
+            )
+        with _stage("write original resolution", timings, progress):
+            files["original"] = str(out / write_original_resolution(work, preds, geoms, names).name)
     xyz = rgb = np.zeros((0, 3))
+    idx = np.zeros(0, dtype=np.int64)
     thr: float | None = None
     if "ply" in config.formats or "colmap" in config.formats:
         with _stage("select points", timings, progress):
-            xyz, rgb, conf, thr = select_points(
+            idx, thr = select_pixels(
                 preds,
                 geoms,
                 points=config.points,
                 conf_threshold=config.conf_threshold,
                 max_points=config.max_points,
             )
-        if len(xyz) == 0:
-            progress.log(f"Warning: no point reaches confidence {thr:.4g}: lower --conf-threshold (e.g. 50%)")
+            xyz, rgb, conf = points_at(preds, idx, config.points)
         if "ply" in config.formats:
             with _stage("write ply", timings, progress):
                 write_ply(work / "points.ply", xyz, rgb, scalars={"confidence": conf})
                 files["ply"] = str(out / "points.ply")
+    n_obs: int | None = None
+    ba_report: dict[str, Any] | None = None
     if "colmap" in config.formats:
         with _stage("write colmap", timings, progress):
             # COLMAP needs the pixels: video frames are decoded again (streamed) and saved under frames/.
@@ -560,10 +687,8 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
                 if f.video is not None:
                     f.name = f"frames/{f.name}"
             names = [f.name for f in frames]
-            Ks, sizes = colmap_cameras(preds, geoms, config.colmap_units)
-            write_prediction_model(
-                work / "colmap", preds["extrinsic"], Ks, sizes, names, xyz, rgb, config.colmap_format
-            )
+            n_obs, ba_report = _write_colmap(work / "colmap", preds, geoms, names, xyz, rgb, idx, thr, config,
+                                             tracked, ba_skip)  # fmt: skip
             files["colmap"] = str(out / "colmap")
     dtype_name = dtype.name
     result = InferResult(
@@ -581,6 +706,9 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
         conf_threshold=thr,
         colmap_units=config.colmap_units if "colmap" in config.formats else None,
         colmap_format=config.colmap_format if "colmap" in config.formats else None,
+        resolution=config.resolution,
+        colmap_observations=n_obs,
+        bundle_adjustment=ba_report,
         files=files,
         timings_s=timings,
         plan=plan.to_dict(),
@@ -621,6 +749,9 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
         "image_size_hw": list(result.image_size_hw),
         "colmap_units": result.colmap_units,
         "colmap_format": result.colmap_format,
+        "colmap_observations": n_obs,
+        "bundle_adjustment": ba_report,
+        "resolution": config.resolution,
         "points": result.points,
         "files": files,
         "timings_s": timings,

@@ -33,6 +33,7 @@ __all__ = [
     "intrinsics_to_original",
     "load_images",
     "open_image",
+    "open_images",
     "preprocess_image",
     "preprocess_images",
     "resized_size",
@@ -186,6 +187,55 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
         ) from None
 
 
+def check_images_readable(items: Sequence[str | os.PathLike[str]]) -> None:
+    """Decode every image file once, keeping none; one error lists every file that failed.
+
+    Raises:
+        InputError: Some files are missing, empty or not readable images; all of them are named, with why.
+    """
+    _open_all(items, keep=False)
+
+
+def open_images(items: Sequence[str | os.PathLike[str] | Image.Image]) -> list[Image.Image]:
+    """Open every image file (PIL images pass through); one error lists every file that failed.
+
+    Raises:
+        InputError: Some files are missing, empty or not readable images; all of them are named, with why.
+    """
+    return _open_all(items, keep=True)
+
+
+def _open_all(items: Sequence[str | os.PathLike[str] | Image.Image], *, keep: bool) -> list[Image.Image]:
+    opened: list[Image.Image] = []
+    bad: list[str] = []
+    for item in items:
+        if isinstance(item, Image.Image):
+            opened.append(item)
+            continue
+        p = Path(item)
+        if p.is_file() and p.stat().st_size == 0:
+            bad.append(f"{p} (empty file, 0 bytes)")
+            continue
+        try:
+            image = open_image(p)
+            if keep:
+                opened.append(image)
+        except InputError as e:
+            bad.append(f"{p} ({'not found' if not p.exists() else _short_reason(e.message, p)})")
+    if bad:
+        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise InputError(
+            f"{len(bad)} of {len(items)} images cannot be read: {shown}",
+            "replace or remove those files (a complete JPEG/PNG/TIFF/WebP image each), then run again",
+        )
+    return opened
+
+
+def _short_reason(message: str, path: Path) -> str:
+    prefix = f"cannot read image {path}: "
+    return message[len(prefix) :] if message.startswith(prefix) else message
+
+
 def load_images(
     paths: Sequence[str | os.PathLike[str]], mode: str = "crop", target_size: int = 518
 ) -> tuple[np.ndarray, list[ImageGeometry]]:
@@ -203,4 +253,4 @@ def load_images(
         InputError: A file is missing or not a readable image.
         UsageError: Unknown mode or a target size that is not a multiple of 14.
     """
-    return preprocess_images([open_image(p) for p in paths], mode, target_size)
+    return preprocess_images(open_images(paths), mode, target_size)
