@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from vggtctl import __version__
-from vggtctl.cli import download, env, evaluate, finetune, infer, monitor, train_vln
+from vggtctl.cli import colmap, download, env, evaluate, finetune, infer, monitor, train_vln
 from vggtctl.cli.errors import report_usage_error
 from vggtctl.cli.state import state
 from vggtctl.errors import EXIT_INTERRUPTED
@@ -67,7 +67,7 @@ def root(
     )
 
 
-for _module in (download, infer, evaluate, finetune, monitor, env, train_vln):
+for _module in (download, infer, evaluate, finetune, monitor, env, train_vln, colmap):
     _module.register(app)
 
 

@@ -332,7 +332,7 @@ def write_model_text(
         img_lines.append(" ".join([str(im.id), *(f"{v:.12g}" for v in im.qvec), *(f"{v:.12g}" for v in im.tvec),
                                    str(im.camera_id), im.name]))  # fmt: skip
         img_lines.append(
-            " ".join(f"{x:.6g} {y:.6g} {int(p)}" for (x, y), p in zip(im.xys, im.point3D_ids, strict=True))
+            " ".join(f"{x:.10g} {y:.10g} {int(p)}" for (x, y), p in zip(im.xys, im.point3D_ids, strict=True))
         )
     atomic_write_text(folder / "images.txt", "\n".join(img_lines) + "\n")
     pts = {} if points is None else points

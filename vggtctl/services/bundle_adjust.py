@@ -25,6 +25,7 @@ import numpy as np
 
 from vggtctl.errors import InputError, UsageError
 from vggtctl.io.colmap import model_format
+from vggtctl.utils.atomic import atomic_write_json
 
 MIN_OBSERVATIONS = 16
 LOSSES = ("trivial", "soft_l1", "cauchy", "huber")
@@ -244,3 +245,24 @@ def write_reconstruction(rec: Any, folder: Path, fmt: str) -> None:
             (folder / f"{stem}.{other}").unlink(missing_ok=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+REPORT_NAME = "bundle_adjustment.json"
+
+
+def refine_and_report(
+    folder: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    config: BundleAdjustConfig | None = None,
+) -> dict[str, Any]:
+    """``vggtctl colmap refine``: :func:`refine_model`, plus ``bundle_adjustment.json`` beside the model.
+
+    Returns:
+        The report as a dict, with ``model_dir`` (where the model now is) and ``report_file``.
+    """
+    report = refine_model(folder, out, config).to_dict()
+    target = Path(out) if out is not None else Path(folder)
+    report["model_dir"] = str(target)
+    report["report_file"] = str(target / REPORT_NAME)
+    atomic_write_json(target / REPORT_NAME, report)
+    return report
