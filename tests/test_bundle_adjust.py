@@ -98,3 +98,25 @@ def test_colmap_refine_cli(tmp_path: Path) -> None:
     assert rot.max() < 1e-3 and centre.max() < 1e-4
     r = run_cli("colmap", "refine", tmp_path / "empty")
     assert r.exit_code == 1 and "Error:" in r.stderr and "Hint:" in r.stderr
+
+
+def test_points_seen_once_stay_in_the_model_but_out_of_the_adjustment(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    truth = ring_scene(views=8, points=100, seed=3)
+    start = perturbed(truth, seed=4)
+    # Points 0..4 keep only their frame-0 observation.
+    keep = (start.obs_point >= 5) | (start.obs_frame == 0)
+    start = replace(
+        start, obs_point=start.obs_point[keep], obs_frame=start.obs_frame[keep], obs_xy=start.obs_xy[keep]
+    )
+    start.write(tmp_path / "in")
+    report = refine_model(tmp_path / "in", tmp_path / "out", BundleAdjustConfig(refine_focal_length=False))
+    assert report.refined and report.single_observation_points == 5 and report.points == 100
+    _, _, pts = read_model(tmp_path / "out")
+    assert sorted(pts) == list(range(1, 101))
+    for pid in range(1, 6):  # not moved: the adjustment never saw them
+        assert len(pts[pid].image_ids) == 1
+        np.testing.assert_allclose(pts[pid].xyz, start.points[pid - 1])
+    rot, _ = pose_errors(_extrinsics(tmp_path / "out"), truth.extrinsic)
+    assert rot.max() < 1e-3

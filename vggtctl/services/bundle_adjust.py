@@ -72,13 +72,25 @@ class RefineReport:
     median_error_before_px: float | None = None
     median_error_after_px: float | None = None
     termination: str | None = None
-    dropped_single_observation_points: int = 0
+    single_observation_points: int = 0
     time_s: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view."""
         return asdict(self)
+
+
+def import_pycolmap() -> Any:
+    """pycolmap, or a UsageError saying how to install it (it is the ``colmap`` extra)."""
+    try:
+        import pycolmap
+    except ImportError:
+        raise UsageError(
+            "bundle adjustment needs pycolmap (COLMAP's Python bindings), which is not installed",
+            "pip install 'vggtctl[colmap]' (or pip install 'pycolmap>=4.0')",
+        ) from None
+    return pycolmap
 
 
 def reprojection_errors(rec: Any) -> np.ndarray:
@@ -113,17 +125,19 @@ def _stats(errors: np.ndarray) -> tuple[float | None, float | None]:
 
 def adjust(rec: Any, config: BundleAdjustConfig) -> tuple[RefineReport, Any]:
     """Bundle-adjust a copy of ``rec``; returns the report and the refined copy (``None`` if not kept)."""
-    import pycolmap
-
+    pycolmap = import_pycolmap()
     config.validate()
     t0 = time.perf_counter()
-    # A point seen once constrains nothing (and Ceres' problem refuses it): adjust without those.
-    work = pycolmap.Reconstruction(rec)
-    single = [pid for pid, p in work.points3D.items() if p.track.length() < 2]
-    for pid in single:
-        work.delete_point3D(pid)
-    rec = work
-    per_image = {iid: im.num_points3D for iid, im in rec.images.items() if im.has_pose}
+    # A point seen once constrains nothing: it stays in the model and in the errors reported, but not in
+    # the adjustment.
+    # Only observations of points seen at least twice count towards the per-image minimum.
+    multi = {pid for pid, p in rec.points3D.items() if p.track.length() >= 2}
+    single = rec.num_points3D() - len(multi)
+    per_image = {
+        iid: sum(1 for p2d in im.points2D if p2d.has_point3D() and p2d.point3D_id in multi)
+        for iid, im in rec.images.items()
+        if im.has_pose
+    }
     errors = reprojection_errors(rec)
     before, med_before = _stats(errors)
     report = RefineReport(
@@ -131,11 +145,11 @@ def adjust(rec: Any, config: BundleAdjustConfig) -> tuple[RefineReport, Any]:
         reason="",
         images=len(per_image),
         points=rec.num_points3D(),
-        observations=int(sum(per_image.values())),
+        observations=int(rec.compute_num_observations()),
         min_observations_per_image=min(per_image.values()) if per_image else 0,
         error_before_px=before,
         median_error_before_px=med_before,
-        dropped_single_observation_points=len(single),
+        single_observation_points=single,
         settings=asdict(config),
     )
     if len(per_image) < 2:
@@ -155,6 +169,10 @@ def adjust(rec: Any, config: BundleAdjustConfig) -> tuple[RefineReport, Any]:
         report.reason = "some points lie behind a camera that observes them; the unrefined model is kept"
         return report, None
     work = pycolmap.Reconstruction(rec)
+    # Ceres refuses points seen once: they sit out the adjustment and come back, ids unchanged, after.
+    singles = [(pid, pycolmap.Point3D(work.points3D[pid].todict())) for pid in set(work.points3D) - multi]
+    for pid, _ in singles:
+        work.delete_point3D(pid)
     options = pycolmap.BundleAdjustmentOptions()
     options.refine_focal_length = config.refine_focal_length
     options.refine_principal_point = False
@@ -169,6 +187,8 @@ def adjust(rec: Any, config: BundleAdjustConfig) -> tuple[RefineReport, Any]:
         ba_config.add_image(iid)
     ba_config.fix_gauge(pycolmap.BundleAdjustmentGauge.TWO_CAMS_FROM_WORLD)
     summary = pycolmap.create_default_bundle_adjuster(options, ba_config, work).solve()
+    for pid, point in singles:
+        work.add_point3D_with_id(pid, point)
     report.time_s = round(time.perf_counter() - t0, 4)
     report.termination = str(summary.termination_type).rsplit(".", 1)[-1]
     after_errors = reprojection_errors(work)
@@ -203,8 +223,7 @@ def refine_model(
         InputError: No readable COLMAP model in ``folder``, or a model without any 2-D observation.
         UsageError: Bad settings.
     """
-    import pycolmap
-
+    pycolmap = import_pycolmap()
     config = config or BundleAdjustConfig()
     config.validate()
     folder = Path(folder)

@@ -601,6 +601,10 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
         frames = collect_frames(config.inputs, every=config.every, fps=config.fps)
     if "colmap" in config.formats and config.colmap_format == "txt":
         check_text_names([f.name for f in frames])  # before the model loads, not after the forward pass
+    if config.bundle_adjust:
+        from vggtctl.services.bundle_adjust import import_pycolmap
+
+        import_pycolmap()  # a missing pycolmap must fail now, not after the forward pass
     model_cfg, preset = _model_shape(config)
     # The model's training resolution: 518 for VGGT-1B (the reference preprocessing), 168 for tiny.
     target = int(model_cfg.img_size)
