@@ -25,6 +25,13 @@ step "The memory plan for VGGT-1B on this scene (nothing is downloaded or run)" 
 step "Long sequences: overlapping chunks aligned by Sim(3) into frame 0's world" \
   $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --model "$MODEL" --dtype fp32 \
   --chunk-size 4 --overlap 2 --out "$OUT/infer_chunked" --format npz
+step "Original-resolution depth and intrinsics, COLMAP bundle adjustment on track-head observations" \
+  $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --model "$MODEL" --out "$OUT/infer_ba" \
+  --mode pad --resolution original --bundle-adjust --ba-queries 64 --format npz,colmap
+step "Bundle adjustment of an existing COLMAP model (kept only if the error goes down)" \
+  $V colmap refine "$OUT/infer/colmap" --out "$OUT/colmap_refined"
+step "Bundle adjustment recovering exact cameras on a synthetic scene" \
+  env PYTHONPATH=. .venv/bin/python examples/bundle_adjust_synthetic.py "$OUT/ba_synthetic"
 step "Evaluation against the synthetic ground truth" \
   $V evaluate --data "$OUT/eth3d" --model "$MODEL" --out "$OUT/report.json"
 step "Evaluation of the saved predictions (no model run)" \
