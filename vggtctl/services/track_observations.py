@@ -59,8 +59,8 @@ def grid_queries(
 ) -> np.ndarray:
     """Up to ``count`` integer pixels ``[N, 2]`` (x, y): the most confident one per cell of a grid.
 
-    The grid has about ``count`` cells over the image region (not padding), so the queries spread over
-    the whole frame instead of gathering where the confidence peaks.
+    The grid has at least ``count`` cells over the image region (not padding), the most confident cell
+    winners are kept, so the queries spread over the whole frame instead of gathering where confidence peaks.
     """
     mask = valid_region(geom)
     if finite is not None:
@@ -70,8 +70,8 @@ def grid_queries(
         return np.zeros((0, 2), dtype=np.int64)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     side = math.sqrt((x1 - x0) * (y1 - y0) / max(count, 1))
-    nx = max(1, round((x1 - x0) / side))
-    ny = max(1, round((y1 - y0) / side))
+    nx = max(1, math.ceil((x1 - x0) / side))
+    ny = max(1, math.ceil((y1 - y0) / side))
     cell = ((ys - y0) * ny // (y1 - y0)) * nx + (xs - x0) * nx // (x1 - x0)
     c = conf[ys, xs]
     order = np.lexsort((-c, cell))  # by cell, most confident first
@@ -117,9 +117,9 @@ def track_observations(
     x = torch.as_tensor(np.asarray(images, dtype=np.float32)).to(device)[None]
     with torch.inference_mode(), autocast(device, dtype):
         layers = normalize_layers(model.config.dpt_layers, model.config.depth)
+        # The same calls, under the same autocast, as the model's own track path (VGGT.forward).
         tokens = model.aggregator.run(x, layers)
-        with torch.autocast(x.device.type, enabled=False):
-            fmaps = head.feature_extractor(tokens, x, model.aggregator.patch_start_idx)
+        fmaps = head.feature_extractor(tokens, x, model.aggregator.patch_start_idx)
         del tokens
         points = preds["world_points_from_depth"]
         conf = preds["depth_conf"]
@@ -135,8 +135,7 @@ def track_observations(
                 continue
             order = [q, *[j for j in range(s) if j != q]]
             query_t = torch.as_tensor(qxy.astype(np.float32)).to(device)[None]
-            with torch.autocast(x.device.type, enabled=False):
-                coords, vis, tconf = head.tracker(query_t, fmaps[:, order].float(), iters=head.iters)
+            coords, vis, tconf = head.tracker(query_t, fmaps[:, order], iters=head.iters)
             track = np.empty((s, len(qxy), 2))
             track[order] = coords[-1][0].float().cpu().numpy()
             vis_np = np.empty((s, len(qxy)))
