@@ -199,6 +199,8 @@ def check_images_readable(items: Sequence[str | os.PathLike[str]]) -> None:
 def open_images(items: Sequence[str | os.PathLike[str] | Image.Image]) -> list[Image.Image]:
     """Open every image file (PIL images pass through); one error lists every file that failed.
 
+    A single bad file gets :func:`open_image`'s own error; several are listed together, each with why.
+
     Raises:
         InputError: Some files are missing, empty or not readable images; all of them are named, with why.
     """
@@ -207,23 +209,26 @@ def open_images(items: Sequence[str | os.PathLike[str] | Image.Image]) -> list[I
 
 def _open_all(items: Sequence[str | os.PathLike[str] | Image.Image], *, keep: bool) -> list[Image.Image]:
     opened: list[Image.Image] = []
-    bad: list[str] = []
+    bad: list[tuple[str, InputError]] = []
     for item in items:
         if isinstance(item, Image.Image):
             opened.append(item)
             continue
         p = Path(item)
         if p.is_file() and p.stat().st_size == 0:
-            bad.append(f"{p} (empty file, 0 bytes)")
+            error = InputError(f"cannot read image {p}: empty file (0 bytes)", "is the file complete?")
+            bad.append((f"{p} (empty file, 0 bytes)", error))
             continue
         try:
             image = open_image(p)
             if keep:
                 opened.append(image)
         except InputError as e:
-            bad.append(f"{p} ({'not found' if not p.exists() else _short_reason(e.message, p)})")
+            bad.append((f"{p} ({'not found' if not p.exists() else _short_reason(e.message, p)})", e))
+    if len(bad) == 1:
+        raise bad[0][1]
     if bad:
-        shown = "; ".join(bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
+        shown = "; ".join(b[0] for b in bad[:10]) + (f"; and {len(bad) - 10} more" if len(bad) > 10 else "")
         raise InputError(
             f"{len(bad)} of {len(items)} images cannot be read: {shown}",
             "replace or remove those files (a complete JPEG/PNG/TIFF/WebP image each), then run again",
