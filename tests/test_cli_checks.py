@@ -159,7 +159,10 @@ def test_truncated_image_fails_before_the_model_loads(tmp_path: Path) -> None:
     first, _ = _two_lines(r.stderr)
     # Every unreadable image is listed, by name and why, in one error.
     assert first.startswith("Error: 2 of 3 images cannot be read: ")
-    assert f"{tmp_path / 'imgs' / 'b.jpg'} (" in first and f"{tmp_path / 'imgs' / 'c.jpg'} (empty file, 0 bytes)" in first
+    assert (
+        f"{tmp_path / 'imgs' / 'b.jpg'} (" in first
+        and f"{tmp_path / 'imgs' / 'c.jpg'} (empty file, 0 bytes)" in first
+    )
     assert "missing.safetensors" not in r.stderr
 
 
