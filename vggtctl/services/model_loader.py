@@ -394,3 +394,14 @@ def parse_dtype(dtype: Any) -> torch.dtype | None:
 from vggtctl.services.finetune.adapter import register as _register_lora_adapter  # noqa: E402
 
 _register_lora_adapter()
+
+
+def _register_builtin_artifacts() -> None:
+    # Quantized artifact folders load through load_model everywhere (infer, evaluate, cache build).
+    # The module imports no torch; its loader imports torchao only when an artifact is loaded.
+    from vggtctl.services.quantize.artifact import register
+
+    register()
+
+
+_register_builtin_artifacts()

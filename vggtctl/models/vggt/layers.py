@@ -41,6 +41,9 @@ _ONEDNN_MIN_MACS = 1 << 24
 def _onednn_ok(x: Tensor, weight: Tensor) -> bool:
     if not (_ONEDNN_LINEAR and _HAS_ONEDNN):
         return False
+    # Quantized weights (torchao's int8 tensor subclasses) dispatch their own kernels.
+    if type(weight) not in (Tensor, nn.Parameter):
+        return False
     if x.numel() * weight.shape[0] < _ONEDNN_MIN_MACS:
         return False
     if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
