@@ -40,6 +40,10 @@ step "A stand-in reconstruction (the scans + 1 cm noise) to score like any metho
   .venv/bin/python examples/noisy_scan_cloud.py "$OUT/eth3d" synth_000 "$OUT/noisy.ply"
 step "ETH3D's official point-cloud protocol on that cloud (only dslr_scan_eval/ is read)" \
   $V evaluate --data "$OUT/eth3d" --scenes synth_000 --reconstruction "$OUT/noisy.ply" --pc-align none
+step "Quantize to int8 (dynamic W8A8) with a float-vs-int8 report" \
+  $V quantize --model "$MODEL" --out "$OUT/int8" --quantize-heads --compare-frames 2 --repeats 1 --device cpu
+step "Inference with the int8 artifact as --model" \
+  $V infer "$OUT/eth3d/synth_000/images/dslr_images_undistorted" --model "$OUT/int8" --out "$OUT/infer_int8" --format npz
 step "Monitor a training log" $V monitor examples/logs/hf_trainer.log
 step "Fine-tune the tiny model with LoRA for a few steps (strategy a, CPU)" \
   $V finetune --config tiny-smoke --data "$OUT/eth3d" --output-dir "$OUT/finetune" --max-steps 3 data.image_size=56 run.val_every=0

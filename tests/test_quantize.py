@@ -73,9 +73,7 @@ def test_artifact_reloads_bit_identical(
         assert manifest["calibration"]["sha256"] and "patch tokens" in manifest["calibration"]["tokens"]
     # The same settings applied in memory (deterministic calibration) match the reloaded artifact bit for bit.
     in_memory = load_model(str(tiny_checkpoint))
-    calibration = (
-        choose_frames(synthetic_root, 1, 2, config.seed) if qtype == "static" else None
-    )
+    calibration = choose_frames(synthetic_root, 1, 2, config.seed) if qtype == "static" else None
     layers, _ = quantize_model(in_memory, config, calibration)
     assert [layer["name"] for layer in layers] == [layer["name"] for layer in manifest["layers"]]
     reloaded = load_model(tmp_path / "q")
@@ -86,7 +84,9 @@ def test_artifact_reloads_bit_identical(
         assert torch.equal(a[key], b[key]), key
 
 
-def test_reload_builds_on_meta_without_float_weights(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_reload_builds_on_meta_without_float_weights(
+    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "dynamic", None))
     model = load_model(tmp_path / "q")
     from torchao.quantization import Int8Tensor
@@ -101,12 +101,16 @@ def test_reload_builds_on_meta_without_float_weights(tiny_checkpoint: Path, synt
     assert type(model.depth_head.scratch.output_conv2[2]) is nn.Conv2d
     assert not any(p.is_meta for p in model.parameters()) and not any(b.is_meta for b in model.buffers())
     prov = model.provenance
-    assert prov.format == "quantized" and prov.quantization is not None and prov.quantization.method == "dynamic"
+    assert (
+        prov.format == "quantized" and prov.quantization is not None and prov.quantization.method == "dynamic"
+    )
     assert prov.base is not None and prov.base.preset == "tiny"
     assert prov.base.sha256 == load_model(str(tiny_checkpoint)).provenance.sha256
 
 
-def test_size_matches_the_quantized_layer_set(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_size_matches_the_quantized_layer_set(
+    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     """Each quantized weight goes from 4 bytes to 1; per output row a scale and a zero point are added."""
     result = quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "dynamic", None))
     float_model = load_model(str(tiny_checkpoint))
@@ -124,7 +128,9 @@ def test_size_matches_the_quantized_layer_set(tiny_checkpoint: Path, synthetic_r
     assert 0.25 < ratio < 0.36
 
 
-def test_output_error_within_derived_bound(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_output_error_within_derived_bound(
+    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     """Bound: symmetric per-channel int8 rounds each weight by at most amax/254; for a Gaussian row
     (amax ~ 4 sigma) that is ~0.9 % RMS relative noise per layer (4/127/sqrt(12)). The tiny model chains
     ~60 quantized layers on residual streams whose noise adds in quadrature and is damped by LayerNorm,
@@ -132,7 +138,16 @@ def test_output_error_within_derived_bound(tiny_checkpoint: Path, synthetic_root
     depth confidence still correlated > 0.99. A broken scale or an unquantized-vs-quantized mismatch
     (e.g. a transposed weight) gives errors of order 100 %."""
     result = quantize(
-        _config(tiny_checkpoint, tmp_path / "q", synthetic_root, "dynamic", None, compare=True, repeats=1, compare_frames=2)
+        _config(
+            tiny_checkpoint,
+            tmp_path / "q",
+            synthetic_root,
+            "dynamic",
+            None,
+            compare=True,
+            repeats=1,
+            compare_frames=2,
+        )
     )
     err = result.report["error"]
     assert 0 < err["depth_absrel"] < 0.05
@@ -141,12 +156,20 @@ def test_output_error_within_derived_bound(tiny_checkpoint: Path, synthetic_root
     assert err["depth_conf_corr"] > 0.99
 
 
-def test_report_numbers_match_a_recomputation(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
+def test_report_numbers_match_a_recomputation(
+    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     from vggtctl.services.infer import predict
 
     quantize(
         _config(
-            tiny_checkpoint, tmp_path / "q", synthetic_root, "static", "minmax", compare=True, repeats=2,
+            tiny_checkpoint,
+            tmp_path / "q",
+            synthetic_root,
+            "static",
+            "minmax",
+            compare=True,
+            repeats=2,
             compare_frames=2,
         )
     )
@@ -168,7 +191,9 @@ def test_report_numbers_match_a_recomputation(tiny_checkpoint: Path, synthetic_r
     f = predict(load_model(str(tiny_checkpoint)), images)
     q = predict(load_model(tmp_path / "q"), images)
     valid = f["depth"] > 0
-    absrel = float(np.mean(np.abs(q["depth"][valid].astype(np.float64) - f["depth"][valid]) / f["depth"][valid]))
+    absrel = float(
+        np.mean(np.abs(q["depth"][valid].astype(np.float64) - f["depth"][valid]) / f["depth"][valid])
+    )
     assert rep["error"]["depth_absrel"] == pytest.approx(absrel, rel=1e-6)
     rel = f["extrinsic"][:, :3, :3].transpose(0, 2, 1) @ q["extrinsic"][:, :3, :3]
     angles = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
@@ -190,9 +215,17 @@ def test_observer_with_dynamic_is_a_config_error(tiny_checkpoint: Path, tmp_path
 
 def test_too_few_calibration_samples(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="too few calibration samples"):
-        quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "static", "minmax", calibration_samples=3))
+        quantize(
+            _config(
+                tiny_checkpoint, tmp_path / "q", synthetic_root, "static", "minmax", calibration_samples=3
+            )
+        )
     with pytest.raises(ConfigError, match="calibration_samples"):
-        quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "static", "minmax", calibration_samples=0))
+        quantize(
+            _config(
+                tiny_checkpoint, tmp_path / "q", synthetic_root, "static", "minmax", calibration_samples=0
+            )
+        )
     assert not (tmp_path / "q").exists()
 
 
@@ -214,8 +247,12 @@ def test_cuda_only_method_on_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "q").exists()
 
 
-def test_already_quantized_and_newer_format(tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path) -> None:
-    quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "weight-only", None, quantize_heads=False))
+def test_already_quantized_and_newer_format(
+    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    quantize(
+        _config(tiny_checkpoint, tmp_path / "q", synthetic_root, "weight-only", None, quantize_heads=False)
+    )
     with pytest.raises(UsageError, match="already a quantized artifact"):
         quantize(_config(tmp_path / "q", tmp_path / "q2", synthetic_root, "dynamic", None))
     assert not (tmp_path / "q2").exists()

@@ -56,7 +56,11 @@ def quantize_command(
     revision: RevisionOption = None,
     qtype: Annotated[
         QuantType,
-        typer.Option("--type", "--quantization_type", help="dynamic (W8A8, per-token), static (calibrated) or weight-only."),
+        typer.Option(
+            "--type",
+            "--quantization_type",
+            help="dynamic (W8A8, per-token), static (calibrated) or weight-only.",
+        ),
     ] = QuantType.dynamic,
     observer: Annotated[
         ObserverKind | None,
@@ -64,13 +68,16 @@ def quantize_command(
     ] = None,
     calibration_data: Annotated[
         Path | None,
-        typer.Option("--calibration-data", "--calibration_data", help="ETH3D root or image folder(s) to calibrate on."),
+        typer.Option(
+            "--calibration-data", "--calibration_data", help="ETH3D root or image folder(s) to calibrate on."
+        ),
     ] = None,
     calibration_samples: Annotated[
         int, typer.Option("--calibration-samples", "--calibration_samples", help="Scenes to calibrate on.")
     ] = 4,
     calibration_frames: Annotated[
-        int, typer.Option("--calibration-frames", "--calibration_frames", help="Frames per calibration scene.")
+        int,
+        typer.Option("--calibration-frames", "--calibration_frames", help="Frames per calibration scene."),
     ] = 4,
     quantize_attention: Annotated[
         bool,
@@ -91,7 +98,8 @@ def quantize_command(
     quantize_patch_embed: Annotated[
         bool,
         typer.Option(
-            "--quantize-patch-embed/--no-quantize-patch-embed", help="Also quantize the DINOv2 patch-embed blocks."
+            "--quantize-patch-embed/--no-quantize-patch-embed",
+            help="Also quantize the DINOv2 patch-embed blocks.",
         ),
     ] = True,
     rotate: Annotated[
@@ -109,12 +117,19 @@ def quantize_command(
         ),
     ] = True,
     eval_data: Annotated[
-        Path | None, typer.Option("--eval-data", help="ETH3D root with ground truth: held-out frames + metrics.")
+        Path | None,
+        typer.Option("--eval-data", help="ETH3D root with ground truth: held-out frames + metrics."),
     ] = None,
-    compare_frames: Annotated[int, typer.Option("--compare-frames", help="Held-out frames to compare on.")] = 4,
-    repeats: Annotated[int, typer.Option("--repeats", help="Timed forwards per model (median reported).")] = 3,
+    compare_frames: Annotated[
+        int, typer.Option("--compare-frames", help="Held-out frames to compare on.")
+    ] = 4,
+    repeats: Annotated[
+        int, typer.Option("--repeats", help="Timed forwards per model (median reported).")
+    ] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the calibration / held-out scene choice.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing artifact at --out.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing artifact at --out.")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Quantize VGGT to int8 and save an artifact that `--model DIR` loads."""
@@ -162,7 +177,7 @@ def _render(console: Any, r: dict[str, Any]) -> None:
     schemes = ", ".join(f"{n} {k}" for k, n in sorted(r["layers"].items()))
     console.print(
         f"{r['method']} int{r['bits']} (observer {r['observer'] or '-'}, rotation {r['rotation']}) on "
-        f"{r['device']}: {schemes}; {len(r['float_layers'])} layer kinds kept float (report.json lists them)"
+        f"{r['device']}: {schemes}; {len(r['float_layers'])} layers or layer kinds kept float (report.json lists them)"
     )
     console.print(f"artifact: {r['out']} ({_mb(r['file_bytes'])}); use it with --model {r['out']}")
     rep = r.get("report")
@@ -174,7 +189,10 @@ def _render(console: Any, r: dict[str, Any]) -> None:
     for name in ("float", "quantized"):
         m = rep[name]
         table.add_row(
-            name, _mb(m["file_bytes"]), f"{m['latency_s_median'] * 1000:.1f} ms", _mb(m["peak_load_bytes"]),
+            name,
+            _mb(m["file_bytes"]),
+            f"{m['latency_s_median'] * 1000:.1f} ms",
+            _mb(m["peak_load_bytes"]),
             _mb(m["peak_run_bytes"]),
         )
     console.print(table)
@@ -187,6 +205,6 @@ def _render(console: Any, r: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``quantize`` to the root app."""
-    app.command("quantize", epilog=EPILOG, help="Quantize VGGT to int8: a loadable artifact plus a measured report.")(
-        quantize_command
-    )
+    app.command(
+        "quantize", epilog=EPILOG, help="Quantize VGGT to int8: a loadable artifact plus a measured report."
+    )(quantize_command)

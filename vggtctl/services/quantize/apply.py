@@ -99,13 +99,18 @@ def apply_schemes(
         return
     from torchao.quantization import quantize_
 
-    for scheme, names in by_scheme.items():
-        quantize_(model, _torchao_config(scheme), filter_fn=lambda _m, fqn, names=names: fqn in names)
+    from .torchao_import import quiet_torchao
+
+    with quiet_torchao():
+        for scheme, names in by_scheme.items():
+            quantize_(model, _torchao_config(scheme), filter_fn=lambda _m, fqn, names=names: fqn in names)
 
 
 def structure_on_meta(model: nn.Module, layers: Sequence[Mapping[str, Any]]) -> None:
     """Give a meta-device VGGT the module structure of a quantized artifact (rotations, own modules)."""
-    rotate_layers(model, [layer["name"] for layer in layers if layer.get("rotate") and layer["op"] == "linear"])
+    rotate_layers(
+        model, [layer["name"] for layer in layers if layer.get("rotate") and layer["op"] == "linear"]
+    )
     apply_schemes(model, layers)
 
 

@@ -58,7 +58,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read {path}: {e}", "re-create the artifact with `vggtctl quantize`") from None
+        raise CheckpointError(
+            f"cannot read {path}: {e}", "re-create the artifact with `vggtctl quantize`"
+        ) from None
     version = manifest.get("format_version")
     if not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{path} has no valid format_version ({version!r})", "re-create the artifact")
@@ -81,8 +83,10 @@ def save_weights(model: Any, path: Path) -> dict[str, int]:
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
     from .apply import tensor_bytes
+    from .torchao_import import quiet_torchao
 
-    tensors, metadata = flatten_tensor_state_dict(model.state_dict())
+    with quiet_torchao():
+        tensors, metadata = flatten_tensor_state_dict(model.state_dict())
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata=metadata)
     return {"file_bytes": path.stat().st_size, "tensor_bytes": tensor_bytes(tensors)}
@@ -105,7 +109,17 @@ def build_quantized(folder: Path, device: str = "cpu") -> VGGT:
     import torch
     from safetensors import safe_open
     from safetensors.torch import load_file
-    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+    try:
+        from .torchao_import import import_torchao
+
+        import_torchao()
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+    except ImportError:
+        raise UsageError(
+            f"{folder} is a quantized artifact and loading it needs torchao, which is not installed",
+            "pip install 'vggtctl[quantize]' (torchao 0.18)",
+        ) from None
 
     from vggtctl.models.vggt.build import build_empty
 
@@ -123,8 +137,13 @@ def build_quantized(folder: Path, device: str = "cpu") -> VGGT:
             metadata = f.metadata() or {}
         flat = load_file(str(weights))
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"cannot read {weights}: {e}", "re-create the artifact with `vggtctl quantize`") from None
-    state = unflatten_tensor_state_dict(flat, metadata)
+        raise CheckpointError(
+            f"cannot read {weights}: {e}", "re-create the artifact with `vggtctl quantize`"
+        ) from None
+    from .torchao_import import quiet_torchao
+
+    with quiet_torchao():
+        state = unflatten_tensor_state_dict(flat, metadata)
     if isinstance(state, tuple):
         state = state[0]
     try:

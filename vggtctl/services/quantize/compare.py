@@ -20,7 +20,6 @@ import numpy as np
 
 from vggtctl.progress import NULL_PROGRESS, Progress
 
-
 # ---------------------------------------------------------------- memory
 
 
@@ -80,7 +79,9 @@ def output_errors(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> di
         a, b = ref["depth_conf"].ravel().astype(np.float64), test["depth_conf"].ravel().astype(np.float64)
         out["depth_conf_corr"] = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else 1.0
     if "extrinsic" in ref and "extrinsic" in test:
-        rot = rotation_deg(ref["extrinsic"][:, :3, :3].astype(np.float64), test["extrinsic"][:, :3, :3].astype(np.float64))
+        rot = rotation_deg(
+            ref["extrinsic"][:, :3, :3].astype(np.float64), test["extrinsic"][:, :3, :3].astype(np.float64)
+        )
         out["rotation_deg_mean"] = float(rot.mean())
         out["rotation_deg_max"] = float(rot.max())
         dt = np.linalg.norm(ref["extrinsic"][:, :3, 3] - test["extrinsic"][:, :3, 3], axis=-1)

@@ -61,9 +61,7 @@ class HadamardLinear(nn.Linear):
 def rotated(linear: nn.Linear) -> HadamardLinear:
     """A :class:`HadamardLinear` computing the same function as ``linear`` (float, up to rounding)."""
     device = linear.weight.device
-    out = HadamardLinear(
-        linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta"
-    )
+    out = HadamardLinear(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
     if device.type == "meta":
         return out
     with torch.no_grad():

@@ -135,4 +135,3 @@ class StaticInt8Linear(nn.Module):
         xq = torch.clamp(torch.round(x / scale), -QMAX - 1, QMAX) * scale
         w = self.qweight.to(x.dtype) * self.weight_scale.to(x.dtype)
         return F.linear(xq, w, self.bias)
-

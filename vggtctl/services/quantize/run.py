@@ -77,11 +77,18 @@ def _compare_frames(config: QuantizeConfig, calibration: CalibrationSet | None, 
     if config.calibration_data is not None:
         exclude = calibration.files if calibration else ()
         return choose_frames(
-            config.calibration_data, 1, config.compare_frames, config.seed + 1, exclude, what="held-out comparison"
+            config.calibration_data,
+            1,
+            config.compare_frames,
+            config.seed + 1,
+            exclude,
+            what="held-out comparison",
         )
     from vggtctl.services.synthetic import generate_scenes
 
-    (scene,) = generate_scenes(work / "synthetic", scenes=1, views=max(config.compare_frames, 2), seed=config.seed)
+    (scene,) = generate_scenes(
+        work / "synthetic", scenes=1, views=max(config.compare_frames, 2), seed=config.seed
+    )
     return choose_frames(scene, 1, config.compare_frames, config.seed, what="comparison")
 
 
@@ -122,7 +129,9 @@ def quantize_model(
         collector = RangeCollector(
             observers={p.name: make_observer(observer) for p in linear},
             patch_only={p.name: p.tokens == "patch" for p in linear},
-            rotate_block={p.name: hadamard_block(modules[p.name].in_features) if p.rotate else 1 for p in linear},
+            rotate_block={
+                p.name: hadamard_block(modules[p.name].in_features) if p.rotate else 1 for p in linear
+            },
         )
         torch.manual_seed(config.seed)
         scales = calibrate(model, collector, calibration, device, progress)
@@ -149,7 +158,17 @@ def quantize(config: QuantizeConfig, progress: Progress = NULL_PROGRESS) -> Quan
         CheckpointError/DownloadError: The source model cannot be loaded.
     """
     config.validate()
+    import importlib.util
+
     from vggtctl.runtime.device import resolve_device
+
+    if importlib.util.find_spec("torchao") is None:
+        raise UsageError(
+            "quantize needs torchao, which is not installed", "pip install 'vggtctl[quantize]' (torchao 0.18)"
+        )
+    from .torchao_import import import_torchao
+
+    import_torchao()
 
     device = resolve_device(config.device)
     if config.bits == 4 and not device.startswith("cuda"):
@@ -186,7 +205,9 @@ def _quantize(
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    model = load_model(config.model, config.preset, device=device, revision=config.revision, progress=progress)
+    model = load_model(
+        config.model, config.preset, device=device, revision=config.revision, progress=progress
+    )
     base = provenance_of(model)
     timings["load"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -201,8 +222,13 @@ def _quantize(
         "rotation": config.rotate,
         "bits": config.bits,
         "calibration": (
-            {**calibration.to_dict(), "samples": config.calibration_samples, "frames": config.calibration_frames,
-             "seed": config.seed, "tokens": PATCH_TOKENS_NOTE}
+            {
+                **calibration.to_dict(),
+                "samples": config.calibration_samples,
+                "frames": config.calibration_frames,
+                "seed": config.seed,
+                "tokens": PATCH_TOKENS_NOTE,
+            }
             if calibration is not None
             else None
         ),
