@@ -45,6 +45,35 @@ def _config(src: Path, out: Path, data: Path, qtype: str, observer: str | None, 
     return QuantizeConfig(**base)
 
 
+# The comparison runs on the two artifacts whose reports the tests read (dynamic, static min/max).
+COMPARED = {("dynamic", None), ("static", "minmax")}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_checkpoint: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One artifact per (type, observer), made on first use and shared by this module's tests."""
+    made: dict[tuple[str, str | None], tuple[QuantizeConfig, Any]] = {}
+
+    def get(qtype: str, observer: str | None) -> tuple[QuantizeConfig, Any]:
+        if (qtype, observer) not in made:
+            out = tmp_path_factory.mktemp("artifact") / "q"
+            compared = (qtype, observer) in COMPARED
+            config = _config(
+                tiny_checkpoint,
+                out,
+                synthetic_root,
+                qtype,
+                observer,
+                compare=compared,
+                repeats=2,
+                compare_frames=2,
+            )
+            made[(qtype, observer)] = (config, quantize(config))
+        return made[(qtype, observer)]
+
+    return get
+
+
 def _frames(root: Path, n: int = 2) -> torch.Tensor:
     held = choose_frames(root, 1, n, seed=5)
     return torch.from_numpy(load_scene(held.scenes[0], 168))
@@ -58,13 +87,13 @@ def _run(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("qtype", "observer"), COMBOS)
 def test_artifact_reloads_bit_identical(
-    qtype: str, observer: str | None, tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
+    qtype: str, observer: str | None, artifacts: Any, tiny_checkpoint: Path, synthetic_root: Path
 ) -> None:
-    config = _config(tiny_checkpoint, tmp_path / "q", synthetic_root, qtype, observer)
-    result = quantize(config)
-    files = sorted(p.name for p in (tmp_path / "q").iterdir())
+    config, result = artifacts(qtype, observer)
+    out = Path(config.out)
+    files = sorted(p.name for p in out.iterdir())
     assert files == sorted([MANIFEST, REPORT, WEIGHTS])
-    manifest = json.loads((tmp_path / "q" / MANIFEST).read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["method"] == qtype and manifest["observer"] == (observer if qtype == "static" else None)
     assert manifest["base"]["sha256"] == manifest["source_sha256"] and len(manifest["source_sha256"]) == 64
     assert "torchao" in manifest["versions"]
@@ -76,7 +105,7 @@ def test_artifact_reloads_bit_identical(
     calibration = choose_frames(synthetic_root, 1, 2, config.seed) if qtype == "static" else None
     layers, _ = quantize_model(in_memory, config, calibration)
     assert [layer["name"] for layer in layers] == [layer["name"] for layer in manifest["layers"]]
-    reloaded = load_model(tmp_path / "q")
+    reloaded = load_model(out)
     x = _frames(synthetic_root)
     a, b = _run(in_memory, x), _run(reloaded, x)
     assert a.keys() == b.keys() and "depth" in a
@@ -84,11 +113,9 @@ def test_artifact_reloads_bit_identical(
         assert torch.equal(a[key], b[key]), key
 
 
-def test_reload_builds_on_meta_without_float_weights(
-    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
-) -> None:
-    quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "dynamic", None))
-    model = load_model(tmp_path / "q")
+def test_reload_builds_on_meta_without_float_weights(artifacts: Any, tiny_checkpoint: Path) -> None:
+    config, _ = artifacts("dynamic", None)
+    model = load_model(config.out)
     from torchao.quantization import Int8Tensor
 
     from vggtctl.services.quantize.modules import Int8Conv
@@ -108,14 +135,12 @@ def test_reload_builds_on_meta_without_float_weights(
     assert prov.base.sha256 == load_model(str(tiny_checkpoint)).provenance.sha256
 
 
-def test_size_matches_the_quantized_layer_set(
-    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
-) -> None:
+def test_size_matches_the_quantized_layer_set(artifacts: Any, tiny_checkpoint: Path) -> None:
     """Each quantized weight goes from 4 bytes to 1; per output row a scale and a zero point are added."""
-    result = quantize(_config(tiny_checkpoint, tmp_path / "q", synthetic_root, "dynamic", None))
+    config, result = artifacts("dynamic", None)
     float_model = load_model(str(tiny_checkpoint))
     modules = dict(float_model.named_modules())
-    manifest = json.loads((tmp_path / "q" / MANIFEST).read_text())
+    manifest = json.loads((Path(config.out) / MANIFEST).read_text())
     saved = sum(3 * modules[layer["name"]].weight.numel() for layer in manifest["layers"])
     rows = sum(modules[layer["name"]].weight.shape[0] for layer in manifest["layers"])
     float_bytes = tiny_checkpoint.stat().st_size
@@ -128,27 +153,14 @@ def test_size_matches_the_quantized_layer_set(
     assert 0.25 < ratio < 0.36
 
 
-def test_output_error_within_derived_bound(
-    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
-) -> None:
+def test_output_error_within_derived_bound(artifacts: Any) -> None:
     """Bound: symmetric per-channel int8 rounds each weight by at most amax/254; for a Gaussian row
     (amax ~ 4 sigma) that is ~0.9 % RMS relative noise per layer (4/127/sqrt(12)). The tiny model chains
     ~60 quantized layers on residual streams whose noise adds in quadrature and is damped by LayerNorm,
     so outputs move by a few percent at most: depth AbsRel and point-map error < 5 %, rotation < 3 deg,
     depth confidence still correlated > 0.99. A broken scale or an unquantized-vs-quantized mismatch
     (e.g. a transposed weight) gives errors of order 100 %."""
-    result = quantize(
-        _config(
-            tiny_checkpoint,
-            tmp_path / "q",
-            synthetic_root,
-            "dynamic",
-            None,
-            compare=True,
-            repeats=1,
-            compare_frames=2,
-        )
-    )
+    _, result = artifacts("dynamic", None)
     err = result.report["error"]
     assert 0 < err["depth_absrel"] < 0.05
     assert 0 < err["point_map_rel"] < 0.05
@@ -156,27 +168,15 @@ def test_output_error_within_derived_bound(
     assert err["depth_conf_corr"] > 0.99
 
 
-def test_report_numbers_match_a_recomputation(
-    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
-) -> None:
+def test_report_numbers_match_a_recomputation(artifacts: Any, tiny_checkpoint: Path) -> None:
     from vggtctl.services.infer import predict
 
-    quantize(
-        _config(
-            tiny_checkpoint,
-            tmp_path / "q",
-            synthetic_root,
-            "static",
-            "minmax",
-            compare=True,
-            repeats=2,
-            compare_frames=2,
-        )
-    )
-    report = json.loads((tmp_path / "q" / REPORT).read_text())
+    config, _ = artifacts("static", "minmax")
+    out = Path(config.out)
+    report = json.loads((out / REPORT).read_text())
     rep = report["comparison"]
     assert rep["float"]["file_bytes"] == tiny_checkpoint.stat().st_size
-    assert rep["quantized"]["file_bytes"] == (tmp_path / "q" / WEIGHTS).stat().st_size
+    assert rep["quantized"]["file_bytes"] == (out / WEIGHTS).stat().st_size
     assert rep["size_ratio"] == pytest.approx(rep["quantized"]["file_bytes"] / rep["float"]["file_bytes"])
     assert rep["speedup"] == pytest.approx(
         rep["float"]["latency_s_median"] / rep["quantized"]["latency_s_median"]
@@ -184,12 +184,12 @@ def test_report_numbers_match_a_recomputation(
     assert rep["float"]["latency_s_median"] == pytest.approx(float(np.median(rep["float"]["latency_s_all"])))
     assert len(rep["quantized"]["latency_s_all"]) == 2
     # Held-out frames are not calibration frames.
-    manifest = json.loads((tmp_path / "q" / MANIFEST).read_text())
+    manifest = json.loads((out / MANIFEST).read_text())
     held = rep["held_out"]["scenes"][0]
     assert not set(held) & set(manifest["calibration"]["scenes"][0])
     images = load_scene(held, 168)
     f = predict(load_model(str(tiny_checkpoint)), images)
-    q = predict(load_model(tmp_path / "q"), images)
+    q = predict(load_model(out), images)
     valid = f["depth"] > 0
     absrel = float(
         np.mean(np.abs(q["depth"][valid].astype(np.float64) - f["depth"][valid]) / f["depth"][valid])
@@ -247,12 +247,11 @@ def test_cuda_only_method_on_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "q").exists()
 
 
-def test_already_quantized_and_newer_format(
-    tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
-) -> None:
-    quantize(
-        _config(tiny_checkpoint, tmp_path / "q", synthetic_root, "weight-only", None, quantize_heads=False)
-    )
+def test_already_quantized_and_newer_format(artifacts: Any, synthetic_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    config, _ = artifacts("weight-only", None)
+    shutil.copytree(config.out, tmp_path / "q")
     with pytest.raises(UsageError, match="already a quantized artifact"):
         quantize(_config(tmp_path / "q", tmp_path / "q2", synthetic_root, "dynamic", None))
     assert not (tmp_path / "q2").exists()

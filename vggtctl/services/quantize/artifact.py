@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -29,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from vggtctl.models.vggt.model import VGGT
     from vggtctl.services.model_loader import ResolvedSource
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_KIND = "quantized"
 MANIFEST = "quantization.json"
@@ -172,10 +175,8 @@ def _load(
     from vggtctl.services.provenance import Provenance, QuantizationInfo, set_provenance
 
     if dtype not in (None, torch.float32):
-        raise UsageError(
-            f"{resolved.path} is a quantized model; it runs in its own precision, not {dtype}",
-            "drop the dtype (or pass fp32) for a quantized artifact",
-        )
+        # int8 weights are not converted; `auto` resolves to bf16 on some CPUs, so this is not an error.
+        log.info("%s is a quantized artifact: its weights stay as stored (not %s)", resolved.path, dtype)
     folder = Path(resolved.path)
     manifest = read_manifest(folder)
     if preset is not None and manifest.get("base", {}).get("preset") not in (None, preset):
