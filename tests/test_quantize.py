@@ -85,7 +85,13 @@ def _run(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v for k, v in out.items() if isinstance(v, torch.Tensor) and k != "images"}
 
 
+# Each quantize run of the tiny model takes seconds on a quiet machine, minutes on a loaded one.
+heavy = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
 @pytest.mark.parametrize(("qtype", "observer"), COMBOS)
+@heavy[0]
+@heavy[1]
 def test_artifact_reloads_bit_identical(
     qtype: str, observer: str | None, artifacts: Any, tiny_checkpoint: Path, synthetic_root: Path
 ) -> None:
@@ -113,6 +119,8 @@ def test_artifact_reloads_bit_identical(
         assert torch.equal(a[key], b[key]), key
 
 
+@heavy[0]
+@heavy[1]
 def test_reload_builds_on_meta_without_float_weights(artifacts: Any, tiny_checkpoint: Path) -> None:
     config, _ = artifacts("dynamic", None)
     model = load_model(config.out)
@@ -135,6 +143,8 @@ def test_reload_builds_on_meta_without_float_weights(artifacts: Any, tiny_checkp
     assert prov.base.sha256 == load_model(str(tiny_checkpoint)).provenance.sha256
 
 
+@heavy[0]
+@heavy[1]
 def test_size_matches_the_quantized_layer_set(artifacts: Any, tiny_checkpoint: Path) -> None:
     """Each quantized weight goes from 4 bytes to 1; per output row a scale and a zero point are added."""
     config, result = artifacts("dynamic", None)
@@ -153,6 +163,8 @@ def test_size_matches_the_quantized_layer_set(artifacts: Any, tiny_checkpoint: P
     assert 0.25 < ratio < 0.36
 
 
+@heavy[0]
+@heavy[1]
 def test_output_error_within_derived_bound(artifacts: Any) -> None:
     """Bound: symmetric per-channel int8 rounds each weight by at most amax/254; for a Gaussian row
     (amax ~ 4 sigma) that is ~0.9 % RMS relative noise per layer (4/127/sqrt(12)). The tiny model chains
@@ -168,6 +180,8 @@ def test_output_error_within_derived_bound(artifacts: Any) -> None:
     assert err["depth_conf_corr"] > 0.99
 
 
+@heavy[0]
+@heavy[1]
 def test_report_numbers_match_a_recomputation(artifacts: Any, tiny_checkpoint: Path) -> None:
     from vggtctl.services.infer import predict
 
@@ -247,6 +261,8 @@ def test_cuda_only_method_on_cpu(tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "q").exists()
 
 
+@heavy[0]
+@heavy[1]
 def test_already_quantized_and_newer_format(artifacts: Any, synthetic_root: Path, tmp_path: Path) -> None:
     import shutil
 

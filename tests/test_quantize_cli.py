@@ -54,6 +54,7 @@ def test_bad_choice_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_quantize_json_then_infer_with_the_artifact(
     tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:

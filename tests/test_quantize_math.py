@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -48,6 +49,7 @@ def test_fwht_is_orthonormal() -> None:
     assert torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-12)
 
 
+@pytest.mark.slow
 def test_rotation_leaves_float_outputs_unchanged(tiny_checkpoint: Path) -> None:
     model = load_model(str(tiny_checkpoint))
     x = torch.rand(2, 3, 112, 168, generator=torch.Generator().manual_seed(1))
