@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from vggtctl import __version__
-from vggtctl.cli import colmap, download, env, evaluate, finetune, infer, monitor, quantize, train_vln
+from vggtctl.cli import colmap, download, env, evaluate, finetune, infer, monitor, quantize, train_vln, view, webapp
 from vggtctl.cli.errors import report_usage_error
 from vggtctl.cli.state import state
 from vggtctl.errors import EXIT_INTERRUPTED
@@ -33,7 +33,7 @@ Examples:
 
 app = typer.Typer(
     name="vggtctl",
-    help="One CLI for VGGT workflows: download, infer, evaluate, quantize, finetune, monitor, env.",
+    help="One CLI for VGGT workflows: download, infer, evaluate, view, app, quantize, finetune, train-vln, monitor, env.",
     epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
@@ -67,7 +67,7 @@ def root(
     )
 
 
-for _module in (download, infer, evaluate, finetune, monitor, env, train_vln, colmap, quantize):
+for _module in (download, infer, evaluate, view, webapp, finetune, monitor, env, train_vln, colmap, quantize):
     _module.register(app)
 
 

@@ -169,3 +169,12 @@ DryRunOption = Annotated[
         "--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."
     ),
 ]
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host", help="Address to listen on: 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)."
+    ),
+]
+PortOption = Annotated[
+    int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")
+]

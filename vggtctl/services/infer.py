@@ -558,8 +558,13 @@ def plan_run(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferPl
     return _plan(config, model_cfg, preset, len(frames), hw, resolve_device(config.device))
 
 
-def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferResult:
+def run_inference(
+    config: InferConfig, progress: Progress = NULL_PROGRESS, *, model: Any = None
+) -> InferResult:
     """Run ``vggtctl infer``: inputs -> preprocess -> memory plan -> load model -> forward(s) -> files.
+
+    ``model`` is an already loaded VGGT (from :func:`vggtctl.load_model`, on ``config.device``) that a
+    long-lived caller (``vggtctl app``) reuses across runs; ``None`` loads ``config.model``.
 
     Images are preprocessed as the reference does, to the model's ``img_size`` (518 for VGGT-1B).
 
@@ -584,10 +589,12 @@ def run_inference(config: InferConfig, progress: Progress = NULL_PROGRESS) -> In
         with tempfile.TemporaryDirectory(prefix="vggtctl-rank-") as scratch:
             return _run_inference(config, out, Path(scratch), NULL_PROGRESS)
     with StagedDir(out, marker=META_NAME, replace=previous_outputs(out)) as work:
-        return _run_inference(config, out, work, progress)
+        return _run_inference(config, out, work, progress, model)
 
 
-def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progress) -> InferResult:
+def _run_inference(
+    config: InferConfig, out: Path, work: Path, progress: Progress, model: Any = None
+) -> InferResult:
     """The body of :func:`run_inference`: files go into ``work``, named by where they will be (``out``)."""
     import torch
 
@@ -625,15 +632,16 @@ def _run_inference(config: InferConfig, out: Path, work: Path, progress: Progres
     plan = _plan(config, model_cfg, preset, len(frames), (int(images.shape[2]), int(images.shape[3])), device)
     for line in plan.lines():
         progress.log(line)
-    with _stage("load model", timings, progress):
-        model = load_model(
-            config.model,
-            preset=config.preset,
-            device=device,
-            dtype=dtype.load_dtype,
-            revision=config.revision,
-            progress=progress,
-        )
+    if model is None:
+        with _stage("load model", timings, progress):
+            model = load_model(
+                config.model,
+                preset=config.preset,
+                device=device,
+                dtype=dtype.load_dtype,
+                revision=config.revision,
+                progress=progress,
+            )
     prov = model.provenance
     with _stage("forward", timings, progress):
         preds, chunk_reports = forward(
