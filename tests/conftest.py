@@ -27,9 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     except Exception:  # noqa: BLE001
         has_cuda = False
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    from tests.browser import browser_missing
+
+    missing = browser_missing()
+    skip_browser = pytest.mark.skip(reason=f"browser test skipped: {missing}") if missing else None
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+        if "browser" in item.keywords and skip_browser is not None:
+            item.add_marker(skip_browser)
 
 
 @pytest.fixture(autouse=True)
@@ -64,4 +70,15 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("synthetic")
     generate_scenes(out, scenes=2, views=6, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path, synthetic_root: Path) -> Path:
+    """A whole ``vggtctl infer`` output folder of the tiny model on a synthetic scene (read-only)."""
+    from vggtctl.services.infer import InferConfig, run_inference
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    images = synthetic_root / "synth_000" / "images" / "dslr_images_undistorted"
+    run_inference(InferConfig([str(images)], out=out, model=str(tiny_checkpoint), device="cpu", dtype="fp32"))
     return out

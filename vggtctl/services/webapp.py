@@ -203,6 +203,7 @@ def open_app(config: AppConfig) -> WebApp:
         PortInUseError: The port is taken.
     """
     config.validate()
+    check_port_free(config.host, config.port)  # before Gradio's import (seconds) and the page build
     app = WebApp(config)
     try:
         app.start()

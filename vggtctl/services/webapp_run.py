@@ -100,7 +100,8 @@ def check_uploads(files: Sequence[str]) -> list[Path]:
     videos = [p for p in paths if p.suffix.lower() in VIDEO_EXTENSIONS]
     if videos and len(paths) > 1:
         raise InputError(
-            f"{len(videos)} video(s) among {len(paths)} files", "upload either images or one video, not both"
+            f"{len(videos)} video(s) among {len(paths)} files: upload either images or one video",
+            "remove the extra files and upload again",
         )
     return paths
 
