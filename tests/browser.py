@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-# SwiftShader gives WebGL without a GPU; WebGPU off: Babylon.js (Gradio's Model3D) tries it first and
-# logs a console error when the browser offers it but cannot create a device.
-CHROMIUM_ARGS = (
-    "--no-sandbox",
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-features=WebGPU",
-)
+# SwiftShader: WebGL in software, this machine has no GPU.
+CHROMIUM_ARGS = ("--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader")
+# Babylon.js (Gradio's Model3D) picks WebGPU whenever navigator.gpu exists; with no GPU adapter (SwiftShader
+# gives none that works for it) it logs "A fatal error occurred during WebGPU creation" and falls back to
+# WebGL. The pages are tested as a browser without WebGPU sees them: Babylon goes to WebGL directly.
+NO_WEBGPU = "delete Navigator.prototype.gpu;"
 
 
 def chromium_path() -> str | None:
@@ -51,6 +48,7 @@ def chromium_page(width: int = 1000, height: int = 700) -> Iterator[tuple[Any, l
         browser = pw.chromium.launch(executable_path=chromium_path(), args=list(CHROMIUM_ARGS))
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
+            page.add_init_script(NO_WEBGPU)
             errors: list[str] = []
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))

@@ -168,7 +168,7 @@ def test_server_prints_its_url_serves_the_page_and_stops_on_signals(
     with served("view", tiny_run, "--port", 0) as (proc, url):
         assert url.startswith("http://127.0.0.1:")
         status, body = get(url)
-        assert status == 200 and "<div id=\"root\">" in body.replace("'", '"')
+        assert status == 200 and '<div id="root">' in body.replace("'", '"')
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err.decode()

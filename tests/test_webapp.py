@@ -76,7 +76,9 @@ def test_a_jpeg_that_is_not_an_image_gets_infer_s_message(tmp_path: Path, tiny_c
     fake = tmp_path / "photo.jpg"
     fake.write_text("not a jpeg")
     with pytest.raises(InputError, match="photo.jpg"):
-        reconstruct(AppRequest([str(fake)], model=str(tiny_checkpoint), device="cpu"), tmp_path / "r", ModelCache())
+        reconstruct(
+            AppRequest([str(fake)], model=str(tiny_checkpoint), device="cpu"), tmp_path / "r", ModelCache()
+        )
 
 
 @pytest.mark.slow

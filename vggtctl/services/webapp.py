@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ class WebApp:
         self.blocks = self._build(gr)
         self.port = config.port
         self.url = ""
+        # (start, end) of every request, monotonic seconds: what shows that the queue runs one at a time
+        self.request_times: list[tuple[float, float]] = []
 
     def _next_run_dir(self) -> Path:
         with self._counter_lock:
@@ -124,11 +127,14 @@ class WebApp:
             conf_threshold=conf,
             max_frames=self.config.max_frames,
         )
+        t0 = time.monotonic()
         try:
             result = reconstruct(request, self._next_run_dir(), self.cache, _PageProgress(progress))
         except VggtctlError as e:
             hint = f"\n\nHint: {e.hint}" if e.hint else ""
             return f"**Error:** {e.message}{hint}", None, None
+        finally:
+            self.request_times.append((t0, time.monotonic()))
         downloads = [result.npz, result.ply, result.colmap_zip]
         return f"**Done.** {result.summary}", result.glb, downloads
 
@@ -157,7 +163,12 @@ class WebApp:
             def handler(f: Any, m: str, md: str, p: str, c: str, progress: Any = gr.Progress()) -> Any:
                 return self.run(f, m, md, p, c, progress)
 
-            button.click(handler, [files, model, mode, points, conf], [status, scene, downloads])
+            button.click(
+                handler,
+                api_name="reconstruct",
+                inputs=[files, model, mode, points, conf],
+                outputs=[status, scene, downloads],
+            )
         # One worker: a second request waits in the queue (the page shows its position).
         blocks.queue(default_concurrency_limit=1)
         return blocks
