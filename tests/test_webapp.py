@@ -129,3 +129,30 @@ def test_app_serves_its_page_and_stops_on_signals(tmp_path: Path, sig: signal.Si
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err.decode()
     assert ("Ctrl-C" if code == 130 else "SIGTERM") in err.decode()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_concurrent_requests_wait_in_the_queue_and_share_one_model(
+    synthetic_root: Path, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from gradio_client import Client, handle_file
+
+    from vggtctl.services.webapp import AppConfig, open_app
+
+    model = str(tiny_checkpoint)
+    app = open_app(AppConfig(port=0, models=[model], device="cpu", dtype="fp32", out=tmp_path / "runs"))
+    try:
+        client = Client(app.url, verbose=False)
+        files = [handle_file(p) for p in _images(synthetic_root)[:2]]
+        jobs = [
+            client.submit(files, model, "crop", "depth", "50%", api_name="/reconstruct") for _ in range(2)
+        ]
+        results = [job.result(timeout=240) for job in jobs]
+    finally:
+        app.stop()
+    assert all(str(r[0]).startswith("**Done.** 2 frames") for r in results), results
+    (_, first_end), (second_start, _) = sorted(app.request_times)
+    assert first_end <= second_start  # one ran after the other, never both at once
+    assert app.cache.loads == {model: 1}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["run_0001", "run_0002"]
