@@ -49,4 +49,7 @@ step "Fine-tune the tiny model with LoRA for a few steps (strategy a, CPU)" \
   $V finetune --config tiny-smoke --data "$OUT/eth3d" --output-dir "$OUT/finetune" --max-steps 3 data.image_size=56 run.val_every=0
 step "Monitor the fine-tuning run directory" $V monitor "$OUT/finetune"
 step "Merge the adapter into VGGT-1B-layout weights" $V finetune merge "$OUT/finetune" --out "$OUT/finetuned"
+step "The run as one HTML page (vggtctl view without a server; open it in a browser)" \
+  $V view "$OUT/infer" --snapshot "$OUT/infer_view.html"
+printf 'Interactive: vggtctl view %s/infer   |   web page: vggtctl app --model tiny\n' "$OUT"
 printf '\nDemo finished. Outputs are in %s/\n' "$OUT"
