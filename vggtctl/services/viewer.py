@@ -21,7 +21,7 @@ import numpy as np
 
 from vggtctl.errors import UsageError
 from vggtctl.services.infer import CONF_THRESHOLD_RULE, parse_conf_threshold
-from vggtctl.services.serving import LOOPBACK, check_port_free, url_for
+from vggtctl.services.serving import LOOPBACK, PortInUseError, check_port_free, url_for
 from vggtctl.services.view_scene import PointSet, Scene, load_scene
 from vggtctl.utils.atomic import atomic_write_bytes
 
@@ -106,7 +106,10 @@ class Viewer:
         self.port = int(self.server.get_port())
         if config.port and self.port != config.port:  # taken between our check and viser's bind
             self.stop()
-            check_port_free(config.host, config.port)
+            raise PortInUseError(
+                f"port {config.port} on {config.host} was taken while the viewer started",
+                f"pick another port: --port {config.port + 1} (or --port 0 for any free one)",
+            )
         self.url = url_for(config.host, self.port)
         self.frame_visible = [True] * len(scene.frames)
         self._point_nodes: dict[int, Any] = {}
