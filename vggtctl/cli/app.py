@@ -14,7 +14,19 @@ from typing import Annotated
 import typer
 
 from vggtctl import __version__
-from vggtctl.cli import colmap, download, env, evaluate, finetune, infer, monitor, quantize, train_vln, view, webapp
+from vggtctl.cli import (
+    colmap,
+    download,
+    env,
+    evaluate,
+    finetune,
+    infer,
+    monitor,
+    quantize,
+    train_vln,
+    view,
+    webapp,
+)
 from vggtctl.cli.errors import report_usage_error
 from vggtctl.cli.state import state
 from vggtctl.errors import EXIT_INTERRUPTED

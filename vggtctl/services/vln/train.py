@@ -22,13 +22,13 @@ from vggtctl.errors import Interrupted, UsageError
 from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runs import RunDir, format_step_line
 from vggtctl.runtime.device import resolve_device
+from vggtctl.runtime.dist import init_distributed
 from vggtctl.services.model_loader import load_model
 from vggtctl.services.provenance import provenance_of
-from vggtctl.runtime.dist import init_distributed
 from vggtctl.services.vln.checkpoint import EXPORT, TrainState, export_model, latest_checkpoint
-from vggtctl.services.vln.engines import DeepSpeedEngine, PlainEngine
 from vggtctl.services.vln.config import VlnTrainConfig
 from vggtctl.services.vln.dataset import EpochSampler, VlnBatch, VlnDataset, make_loader
+from vggtctl.services.vln.engines import DeepSpeedEngine, PlainEngine
 from vggtctl.services.vln.loading import load_qwen
 from vggtctl.services.vln.model import Spatial, TrainGroups, VlnModel
 from vggtctl.services.vln.records import read_records
