@@ -79,3 +79,12 @@ def init_distributed(device: str = "cpu") -> DistInfo:
             torch.cuda.set_device(info.local_rank)
         torch_dist.init_process_group(backend=backend)
     return info
+
+
+def shard(count: int, info: DistInfo | None = None) -> range:
+    """The indices of ``count`` work items this rank owns: ``rank, rank + world, ...`` (deterministic).
+
+    Round-robin rather than contiguous blocks: work sorted by size then spreads evenly over the ranks.
+    """
+    info = dist_info() if info is None else info
+    return range(info.rank, count, info.world_size)
