@@ -15,6 +15,7 @@ import typer
 
 from vggtctl import __version__
 from vggtctl.cli import (
+    cache,
     colmap,
     download,
     env,
@@ -45,7 +46,7 @@ Examples:
 
 app = typer.Typer(
     name="vggtctl",
-    help="One CLI for VGGT workflows: download, infer, evaluate, view, app, quantize, finetune, train-vln, monitor, env.",
+    help="One CLI for VGGT workflows: download, infer, evaluate, view, app, quantize, finetune, cache, train-vln, monitor, env.",
     epilog=EPILOG,
     no_args_is_help=True,
     add_completion=False,
@@ -79,7 +80,7 @@ def root(
     )
 
 
-for _module in (download, infer, evaluate, view, webapp, finetune, monitor, env, train_vln, colmap, quantize):
+for _module in (download, infer, evaluate, view, webapp, finetune, cache, monitor, env, train_vln, colmap, quantize):
     _module.register(app)
 
 

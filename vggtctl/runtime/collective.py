@@ -12,14 +12,19 @@ from typing import Any
 
 from vggtctl.runtime.dist import DistInfo, dist_info, init_distributed
 
+_device = {"name": "cpu"}
+
+
+def configure(device: str) -> None:
+    """The device this rank computes on (``cpu`` → gloo, ``cuda:N`` → NCCL) before the first collective."""
+    _device["name"] = device
+
 
 def _group(info: DistInfo) -> bool:
     """Join the default process group when distributed; True when collectives must run."""
     if not info.distributed:
         return False
-    import torch
-
-    init_distributed("cuda" if torch.cuda.is_available() and torch.cuda.device_count() > info.local_rank else "cpu")
+    init_distributed(_device["name"])
     return True
 
 

@@ -166,6 +166,7 @@ def run_build(
     model, compute = load_for_spec(
         config.model, config.preset, config.revision, config.device, config.dtype, info.local_rank
     )
+    collective.configure(str(next(model.parameters()).device))
     spec = make_spec(
         model, compute, config.layer, config.image_width, config.mode, config.dtype, config.history
     )
@@ -235,3 +236,46 @@ def run_build(
         )
         result.verify = report.to_dict()
     return result
+
+
+def config_to_json(config: BuildConfig) -> dict[str, Any]:
+    """A build config as plain JSON (what the launched ranks read)."""
+    from dataclasses import asdict
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+
+
+def config_from_json(data: dict[str, Any]) -> BuildConfig:
+    paths = {"data", "cache_dir", "image_root"}
+    return BuildConfig(**{k: (Path(v) if k in paths and v is not None else v) for k, v in data.items()})
+
+
+def main(argv: list[str]) -> int:
+    """Rank entry point under the launcher: ``--config FILE.json --result FILE.json``.
+
+    Every rank builds its shard; rank 0 writes the job's :class:`BuildResult` to ``--result``. Errors are
+    printed as ``Error:``/``Hint:`` on stderr (the rank's log) and returned as the exit code.
+    """
+    import json
+    import sys
+
+    from vggtctl.errors import VggtctlError
+    from vggtctl.utils.atomic import atomic_write_json
+
+    from .build import build_cache
+
+    args = dict(zip(argv[::2], argv[1::2], strict=False))
+    config = config_from_json(json.loads(Path(args["--config"]).read_text()))
+    info = dist_info()
+    try:
+        result = build_cache(config)
+    except VggtctlError as e:
+        print(f"Error: rank {info.rank}: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"Hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    finally:
+        collective.shutdown(info)
+    if info.is_rank_zero and "--result" in args:
+        atomic_write_json(Path(args["--result"]), result.to_dict())
+    return 0
