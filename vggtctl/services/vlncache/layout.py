@@ -16,6 +16,7 @@ every folder small at R2R scale (612k entries → ~9 per leaf folder).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from vggtctl.errors import InputError
+from vggtctl.errors import DiskSpaceError, InputError
 from vggtctl.utils.atomic import atomic_open, atomic_write_json, atomic_write_text
 
 from .spec import FORMAT_VERSION, CacheSpec
@@ -184,10 +185,25 @@ class CacheDir:
         return rows
 
 
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
 def write_entry(path: Path, payload: bytes) -> tuple[int, str]:
-    """Write an entry's bytes atomically; returns (size, sha256). No partial file survives a failure."""
-    with atomic_open(path, "wb") as f:
-        f.write(payload)
+    """Write an entry's bytes atomically; returns (size, sha256). No partial file survives a failure.
+
+    Raises:
+        DiskSpaceError: The disk (or quota, or file-size limit) is full; the temporary file is gone.
+    """
+    try:
+        with atomic_open(path, "wb") as f:
+            f.write(payload)
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskSpaceError(
+                f"disk full while writing {path.name} ({e.strerror}); no partial entry was left",
+                "free space (or pick another --cache-dir), then re-run: the build resumes where it stopped",
+            ) from None
+        raise
     return len(payload), hashlib.sha256(payload).hexdigest()
 
 

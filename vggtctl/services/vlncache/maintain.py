@@ -125,7 +125,7 @@ def prune_cache(
             return plan
         if not yes:
             raise UsageError(
-                f"prune would remove {len(files)} entries ({plan.bytes / 2**20:.1f} MiB) and "
+                f"prune would remove {len(files)} entries ({plan.bytes / 2**20:.3g} MiB) and "
                 f"{plan.remove_rows} manifest rows",
                 "look at the list with --dry-run, then pass --yes",
             )
