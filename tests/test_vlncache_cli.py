@@ -123,6 +123,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
 
 
+@pytest.mark.slow
 def test_disk_full_mid_write_leaves_no_partial_entry(data: Path, tmp_path: Path) -> None:
     import vggtctl
 

@@ -30,7 +30,9 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[A
         f.close()
         os.replace(tmp, final)
     except BaseException:
-        f.close()
+        # Closing flushes what is buffered, which fails again on a full disk: the temp file must go anyway.
+        with contextlib.suppress(OSError):
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
