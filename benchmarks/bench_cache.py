@@ -1,0 +1,183 @@
+"""VLN feature cache: live streaming encode vs cache read per 9-frame sample, and build throughput.
+
+Generated 640×480 episodes (JanusVLN's frame size) go through JanusVLN's preprocessing (width 644,
+bicubic, → 490×644). Per 9-frame sample it times (median of ``--repeats``):
+
+- ``live_preprocess_s``: loading + resizing the 9 PNGs;
+- ``live_stream_s``: the streaming VGGT pass over them (what training does without a cache);
+- ``cache_lookup_s``: ``FeatureCache.lookup`` on a warm process (frame hashes memoised), which reads and
+  decodes the entry; ``cache_lookup_cold_s`` also hashes the 9 frame files.
+
+Then it builds the cache of ``--build-samples`` samples with ``vggtctl cache build`` in 1 and 2
+processes (the shared launcher; gloo on CPU) and reports samples/s of the whole command and of the
+encode phase. Defaults: the tiny model on CPU. With a GPU: ``--model facebook/VGGT-1B --device cuda``.
+
+    python benchmarks/bench_cache.py [--model tiny] [--device cpu] [--repeats 3] [--build-samples 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _episode(folder: Path, steps: int, seed: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(steps):
+        small = rng.integers(0, 255, (49, 65, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((640, 480), Image.Resampling.BILINEAR)
+        path = folder / f"step_{i:04d}_move_forward.png"
+        img.save(path)
+        out.append(path)
+    return out
+
+
+def _median(fn, repeats: int) -> float:  # noqa: ANN001
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _build(data: Path, cache_dir: Path, args: argparse.Namespace, nproc: int) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "vggtctl",
+        "cache",
+        "build",
+        "--data",
+        str(data),
+        "--cache-dir",
+        str(cache_dir),
+    ]
+    cmd += ["--model", args.model, "--device", args.device, "--nproc-per-node", str(nproc), "--json"]
+    cmd += ["--max-samples", str(args.build_samples)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(f"cache build failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    doc = json.loads(proc.stdout)
+    return {
+        "processes": nproc,
+        "samples": doc["computed"],
+        "passes": doc["passes"],
+        "wall_s": round(wall, 2),
+        "samples_per_s_wall": round(doc["computed"] / wall, 3),
+        "encode_s_rank0": doc["timings_s"].get("encode"),
+        "bytes_written": doc["bytes_written"],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--build-samples", type=int, default=12)
+    ap.add_argument("--no-build", action="store_true", help="skip the 1 vs 2 process build timing")
+    args = ap.parse_args()
+
+    import torch
+
+    from vggtctl.services.vlncache.build import BuildConfig, build_cache
+    from vggtctl.services.vlncache.encode import FeatureEncoder
+    from vggtctl.services.vlncache.reader import open_cache
+    from vggtctl.services.vlncache.records import read_samples
+    from vggtctl.services.vlncache.worker import load_for_spec, make_spec
+
+    with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
+        root = Path(tmp)
+        _episode(root / "data" / "ep0", 12, seed=0)
+        data = root / "data"
+        samples = read_samples(data)
+        nine = next(s for s in samples if len(s.frames) == 9)
+
+        model, compute = load_for_spec(args.model, None, None, args.device, args.dtype)
+        spec = make_spec(model, compute, 22, 644, "crop", args.dtype, "streaming")
+        enc = FeatureEncoder(model, spec)
+        sync = torch.cuda.synchronize if enc.device.type == "cuda" else (lambda: None)
+        images = enc.images(nine.frames)
+        enc.stream(nine.frames, [8])  # warm-up
+
+        def stream_only() -> None:
+            s = model.aggregator.stream(layers=(22,))
+            for t in range(9):
+                s.step(images[t])
+            sync()
+
+        live_pre = _median(lambda: enc.images(nine.frames), args.repeats)
+        live_stream = _median(stream_only, args.repeats)
+
+        cache_dir = root / "cache"
+        build_cache(
+            BuildConfig(
+                data=data, cache_dir=cache_dir, model=args.model, device=args.device, dtype=args.dtype
+            ),
+        )
+        reader = open_cache(cache_dir, model, dtype=args.dtype)
+        from vggtctl.services.vlncache import entries
+
+        def cold() -> None:
+            entries._hashes.clear()
+            assert reader.lookup(nine) is not None
+
+        lookup_cold = _median(cold, args.repeats)
+        reader.lookup(nine)
+        lookup_warm = _median(lambda: reader.lookup(nine), max(args.repeats, 10))
+        entry_mib = reader.cache.entry_path(reader.key(nine)).stat().st_size / 2**20
+
+        result = {
+            "model": args.model,
+            "device": str(enc.device),
+            "storage_dtype": args.dtype,
+            "compute_dtype": compute,
+            "input_hw": list(images.shape[-2:]),
+            "frames_per_sample": 9,
+            "tokens_per_frame": int(images.shape[-2] // 14 * (images.shape[-1] // 14) + 5),
+            "entry_mib": round(entry_mib, 3),
+            "live_preprocess_s": round(live_pre, 4),
+            "live_stream_s": round(live_stream, 4),
+            "live_total_s": round(live_pre + live_stream, 4),
+            "cache_lookup_s": round(lookup_warm, 5),
+            "cache_lookup_cold_s": round(lookup_cold, 5),
+            "speedup_warm": round((live_pre + live_stream) / lookup_warm, 1),
+            "speedup_cold": round((live_pre + live_stream) / lookup_cold, 1),
+            "kv_bytes_per_frame": None,
+        }
+        s = model.aggregator.stream(layers=(22,))
+        s.step(images[0])
+        result["kv_bytes_per_frame"] = s.bytes_per_frame
+
+        if not args.no_build:
+            result["build"] = [_build(data, root / f"build{n}", args, n) for n in (1, 2)]
+    path = write_result("cache", result)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
