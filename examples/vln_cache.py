@@ -3,8 +3,8 @@
     python examples/vln_cache.py [WORKDIR]
 
 Writes two generated episodes of 640×480 frames (``step_XXXX_<action>.png``, JanusVLN's trajectory
-layout), builds the cache at JanusVLN's preprocessing (width 644 → 490×644), verifies it against the
-live causal pass, and reads the features back the way a trainer does. CPU only, about a minute.
+layout), builds the cache (at width 224 to stay fast on a CPU; JanusVLN uses 644 → 490×644), verifies it against the
+live causal pass, and reads the features back the way a trainer does. CPU only.
 """
 
 from __future__ import annotations

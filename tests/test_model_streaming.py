@@ -129,3 +129,17 @@ def test_stream_refuses_a_frame_of_another_size(model: VGGT, frames: torch.Tenso
         stream.step(frames[1, :, :28])
     with pytest.raises(UsageError, match="recent >= 1"):
         KVWindow(start=1, recent=0)
+
+
+@pytest.mark.gpu
+def test_streaming_equals_causal_pass_on_cuda_in_bf16(tiny_checkpoint: Path, frames: torch.Tensor) -> None:
+    from vggtctl.services.model_loader import load_model
+
+    gpu = load_model(str(tiny_checkpoint), device="cuda", dtype="bf16")
+    images = frames[:5].cuda()
+    with torch.inference_mode():
+        full = gpu.aggregator(images, layers=(LAYER,), causal=True)[0][LAYER]
+    outs = gpu.aggregator.stream(layers=(LAYER,)).extend(images)
+    streamed = torch.cat([o[LAYER] for o in outs], dim=1)
+    assert streamed.dtype == torch.bfloat16
+    assert rel(streamed.float(), full.float()) <= 2e-2
