@@ -3,8 +3,8 @@
     python examples/vln_cache.py [WORKDIR]
 
 Writes two generated episodes of 640×480 frames (``step_XXXX_<action>.png``, JanusVLN's trajectory
-layout), builds the cache (at width 224 to stay fast on a CPU; JanusVLN uses 644 → 490×644), verifies it against the
-live causal pass, and reads the features back the way a trainer does. CPU only.
+layout), builds the cache (at width 224 to stay short on a CPU; JanusVLN uses 644 → 490×644),
+verifies it against the live causal pass, and reads the features back the way a trainer does. CPU only.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ def main(work: Path) -> None:
         write_episode(work / "trajectories" / f"episode_{k}", steps, seed=k)
     data, cache_dir = work / "trajectories", work / "vggt_cache"
 
-    result = build_cache(
-        BuildConfig(data=data, cache_dir=cache_dir, model="tiny", device="cpu", dtype="bf16")
-    )
+    # JanusVLN builds at --image-width 644 (490×644); 224 keeps this CPU demo short.
+    config = BuildConfig(data=data, cache_dir=cache_dir, model="tiny", device="cpu", image_width=224)
+    result = build_cache(config)
     print(
         f"built {result.computed} entries in {result.passes} streaming passes, {result.bytes_written:,} bytes"
     )
@@ -57,7 +57,7 @@ def main(work: Path) -> None:
     )
 
     model = vggtctl.load_model("tiny")
-    reader = open_cache(cache_dir, model)  # width 644, layer 22, bf16, streaming
+    reader = open_cache(cache_dir, model, image_width=224)  # layer 22, bf16, streaming: the defaults
     sample = read_samples(data)[-1]  # the last step: 9 frames (linspace history)
     features = reader.lookup(sample)  # [P, 2C] or None on a miss
     print(f"{sample.id}: {len(sample.frames)} frames -> features {tuple(features.shape)} {features.dtype}")
