@@ -151,9 +151,7 @@ MasterPortOption = Annotated[
 ]
 LauncherOption = Annotated[
     Launcher,
-    typer.Option(
-        "--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."
-    ),
+    typer.Option("--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."),
 ]
 DeepspeedOption = Annotated[
     str | None,
@@ -165,9 +163,7 @@ DeepspeedOption = Annotated[
 ]
 DryRunOption = Annotated[
     bool,
-    typer.Option(
-        "--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."
-    ),
+    typer.Option("--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."),
 ]
 HostOption = Annotated[
     str,

@@ -70,9 +70,7 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(f"cannot read PLY {p}: {e.strerror}", "check the path and permissions") from e
     end = raw.find(b"end_header")
     if not raw.startswith(b"ply") or end < 0:
-        raise InputError(
-            f"{p} is not a PLY file (no 'ply' magic / 'end_header')", "is the download complete?"
-        )
+        raise InputError(f"{p} is not a PLY file (no 'ply' magic / 'end_header')", "is the download complete?")
     nl = raw.find(b"\n", end)
     body_start = nl + 1 if nl >= 0 else len(raw)
     lines = raw[:end].decode("ascii", errors="replace").splitlines()
@@ -115,8 +113,7 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         need = n * dt.itemsize
         if len(raw) - body_start < need:
             raise InputError(
-                f"{p}: body has {len(raw) - body_start} bytes, {n} vertices need {need}",
-                "the file is truncated",
+                f"{p}: body has {len(raw) - body_start} bytes, {n} vertices need {need}", "the file is truncated"
             )
         rec = np.frombuffer(raw, dtype=dt, count=n, offset=body_start)
         out = {name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name, _ in props}

@@ -257,11 +257,7 @@ def _run_model(
     progress.log(f"{scene.name}: {len(frames)} frames → model")
     sample = load_sample(scene, frames, image_size=runner.image_size, mode=config.mode, depth=False)
     preds = predict(
-        runner.model,
-        sample.images,
-        device=runner.device,
-        dtype=runner.dtype.autocast_dtype,
-        progress=progress,
+        runner.model, sample.images, device=runner.device, dtype=runner.dtype.autocast_dtype, progress=progress
     )
     return preds, sample.geometries, sample.images
 
