@@ -20,6 +20,14 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / b.double().abs().max())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is overhead-bound: on a shared CPU more threads only contend
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model(tiny_checkpoint: Path) -> VGGT:
     from safetensors.torch import load_file
