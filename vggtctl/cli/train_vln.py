@@ -39,6 +39,9 @@ Examples:
 
   vggtctl train-vln --data train_r2r_rxr.json --image-root data/ --output-dir runs/janus --epochs 1 grad_accum=8 lam=0.2
 
+  vggtctl cache build --data trajectories/ --cache-dir vcache --model tiny --image-width 112 --dtype fp32
+  vggtctl train-vln --data trajectories/ --model tiny-qwen --vggt tiny --cache-dir vcache --max-steps 20 image_width=112
+
   vggtctl train-vln predict --checkpoint runs/vln/export --sample sample.json
 
 Helpers: `train-vln init-tiny --out DIR` (a tiny random Qwen2.5-VL folder with a local tokenizer),
@@ -50,7 +53,8 @@ save_steps, keep_checkpoints, seed (docs/train-vln.md).
 """
 
 INTERRUPT_HINT = "the newest checkpoint is intact: re-run the same command (resume=auto) to continue from it"
-_OPTIONS = ("data", "image_root", "model", "vggt", "output_dir", "resume", "max_steps", "epochs", "device")
+_OPTIONS = ("data", "image_root", "model", "vggt", "output_dir", "resume", "max_steps", "epochs", "device",
+            "cache_dir", "cache_required")  # fmt: skip
 # Settings without an option of their own are shown as their key=value name in errors.
 _FLAGS = {name: ("--" + name.replace("_", "-") if name in _OPTIONS else name) for name in SETTINGS}
 
@@ -90,6 +94,12 @@ def train_command(
     max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps (0: from --epochs).")] = 0,
     epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data when --max-steps is 0.")] = 1.0,
     device: DeviceOption = "auto",
+    cache_dir: Annotated[
+        str | None, typer.Option("--cache-dir", help="VGGT feature cache (vggtctl cache build): hits skip VGGT.")
+    ] = None,
+    cache_required: Annotated[
+        bool, typer.Option("--cache-required", help="With --cache-dir: a sample missing from the cache is an error.")
+    ] = False,
     deepspeed: DeepspeedOption = None,
     nproc_per_node: NprocOption = None,
     nnodes: NnodesOption = None,
@@ -111,15 +121,16 @@ def train_command(
         return
     launch = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "node_rank": node_rank,
               "master_addr": master_addr, "master_port": master_port, "launcher": launcher}  # fmt: skip
+    cache = {"cache_dir": cache_dir, "cache_required": cache_required}
     _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, deepspeed,
-           launch, dry_run, json_out)  # fmt: skip
+           launch, dry_run, json_out, cache)  # fmt: skip
 
 
 @mapped_errors(flags=_FLAGS, interrupted=INTERRUPT_HINT)
 def _train(
     overrides: list[str], data: str | None, image_root: str | None, model: str, vggt: str, output_dir: str,
     resume: str, max_steps: int, epochs: float, device: str, deepspeed: str | None, launch: dict[str, Any],
-    dry_run: bool, json_out: bool,
+    dry_run: bool, json_out: bool, cache: dict[str, Any],
 ) -> None:  # fmt: skip
     from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
     from vggtctl.launch import Worker, plan_for, run_plan
@@ -128,7 +139,7 @@ def _train(
     config = apply_overrides(
         VlnTrainConfig(
             data=data or "", image_root=image_root, model=model, vggt=vggt, output_dir=output_dir,
-            resume=resume, max_steps=max_steps, epochs=epochs, device=device, deepspeed=deepspeed,
+            resume=resume, max_steps=max_steps, epochs=epochs, device=device, deepspeed=deepspeed, **cache,
         ),
         overrides,
     ).validate()  # fmt: skip

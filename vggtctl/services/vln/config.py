@@ -56,6 +56,9 @@ class VlnTrainConfig:
         seed: Seed of the data order and the new weights.
         deepspeed: DeepSpeed ZeRO preset (zero2, zero2-offload, zero3, zero3-offload) or JSON file; None = plain
             PyTorch (DDP with several processes).
+        cache_dir: VGGT feature cache (``vggtctl cache build``) to read each sample's tokens from; misses
+            are encoded live. None = always live.
+        cache_required: With ``cache_dir``, a sample missing from the cache is an error, not a live encode.
         nccl: NCCL / GLOO variables for the workers (``nccl.NCCL_IB_HCA=mlx5``), passed through as given.
     """
 
@@ -92,6 +95,8 @@ class VlnTrainConfig:
     keep_checkpoints: int = 2
     seed: int = 42
     deepspeed: str | None = None
+    cache_dir: str | None = None
+    cache_required: bool = False
     nccl: dict[str, str] = field(default_factory=dict)
 
     def problems(self) -> list[Problem]:
@@ -121,6 +126,8 @@ class VlnTrainConfig:
                 out.append(Problem.of("nccl", "takes NCCL_*, GLOO_* or TORCH_NCCL_* variables", key))
         if not (self.train_llm or self.train_qwen_merger or self.train_vggt_merger):
             out.append(Problem.of(("train_llm", "train_qwen_merger", "train_vggt_merger"), "at least one must be true"))
+        if self.cache_required and not self.cache_dir:
+            out.append(Problem.of(("cache_required", "cache_dir"), "reading a cache requires a cache directory"))
         return out
 
     def validate(self) -> VlnTrainConfig:

@@ -83,9 +83,23 @@ def param_groups(model: VlnModel, config: VlnTrainConfig) -> list[dict[str, Any]
     return groups
 
 
-def batch_spatial(vggt: torch.nn.Module, batch: VlnBatch, layer: int) -> list[Spatial]:
-    """Each sample's VGGT tokens (its current frame after its history)."""
-    return [Spatial(*spatial_tokens(vggt, frames, layer)) for frames in batch.frames]
+def batch_spatial(vggt: torch.nn.Module, batch: VlnBatch, layer: int, cache: Any = None,
+                  required: bool = False) -> list[Spatial]:  # fmt: skip
+    """Each sample's VGGT tokens (its current frame after its history): from ``cache`` on a hit, else live.
+
+    ``cache`` is a :class:`~vggtctl.services.vlncache.reader.FeatureCache` opened by
+    :func:`~vggtctl.services.vln.cached.open_run_cache`; ``required`` turns a miss into a
+    :class:`~vggtctl.services.vlncache.reader.CacheMissError`.
+    """
+    out = []
+    for sid, frames, paths in zip(batch.ids, batch.frames, batch.image_paths, strict=True):
+        found = None
+        if cache is not None:
+            from vggtctl.services.vln.cached import cached_spatial
+
+            found = cached_spatial(cache, sid, paths, vggt.aggregator.compute_dtype, frames.device, required)
+        out.append(found if found is not None else Spatial(*spatial_tokens(vggt, frames, layer)))
+    return out
 
 
 class _Batches:
@@ -148,6 +162,11 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     for p in vggt.parameters():
         p.requires_grad_(False)
     dataset = VlnDataset(records, tokenizer, image_processor, config.image_width)
+    cache = None
+    if config.cache_dir:
+        from vggtctl.services.vln.cached import open_run_cache
+
+        cache = open_run_cache(config.cache_dir, vggt, config.vggt_layer, config.image_width)
 
     # -- model, trainable groups, optimizer, schedule -------------------------------------------------
     torch.manual_seed(config.seed)
@@ -205,7 +224,7 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 t0 = time.perf_counter()
                 batch = batches.next().to(device)
                 t1 = time.perf_counter()
-                spatial = batch_spatial(vggt, batch, config.vggt_layer)
+                spatial = batch_spatial(vggt, batch, config.vggt_layer, cache, config.cache_required)
                 _sync(device)
                 t2 = time.perf_counter()
                 # bf16 autocast on GPU (weights and optimizer state stay fp32); fp32 on CPU.
@@ -250,7 +269,7 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 "vggt_time": vggt_t,
                 "fwd_bwd_time": fwd_t,
                 "optim_time": t5 - t4,
-                "cache_hit_ratio": 0.0,
+                "cache_hit_ratio": cache.hits / max(1, cache.hits + cache.misses) if cache is not None else 0.0,
                 "frame_reuse_ratio": frames.hits / max(1, frames.hits + frames.misses)
                 if config.num_workers == 0
                 else None,
