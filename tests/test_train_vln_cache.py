@@ -84,5 +84,5 @@ def test_cache_required_fails_naming_the_missing_sample(
     _build(trajectories, tiny_checkpoint, tmp_path / "c", "--image-width", WIDTH, "--max-samples", "1")
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, tmp_path / "run", "--cache-dir", tmp_path / "c",
                "--cache-required")  # fmt: skip
-    assert r.exit_code != 0
+    assert r.exit_code == 1  # an InputError (CacheMissError)
     assert "Error: no cached VGGT features for sample ep" in r.stderr and "Hint:" in r.stderr
