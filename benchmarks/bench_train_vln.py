@@ -44,11 +44,11 @@ def _breakdown(run_dir: Path, wall: float) -> dict:
 
 
 def run(steps: int, width: int, frames: int, device: str, workers: int) -> dict:
-    from vggtctl.services.vlncache.build import BuildConfig, build_cache
     from vggtctl.services.vln.config import VlnTrainConfig
     from vggtctl.services.vln.synthetic import write_trajectories
     from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
     from vggtctl.services.vln.train import train_vln
+    from vggtctl.services.vlncache.build import BuildConfig, build_cache
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

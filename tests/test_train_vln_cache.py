@@ -1,5 +1,6 @@
 """train-vln --cache-dir: cached and live VGGT features give the same loss; a foreign cache misses; --cache-required."""
 
+# ruff: noqa: F811 - pytest fixtures imported from tests.vln_fixtures are parameters here
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ def _build(data: Path, vggt: Path, cache: Path, *extra: str):  # noqa: ANN202
     return r
 
 
-def _train(tiny_qwen: Path, data: Path, vggt: Path, out: Path, *extra: str):  # noqa: ANN202, F811
+def _train(tiny_qwen: Path, data: Path, vggt: Path, out: Path, *extra: str):  # noqa: ANN202
     return run_cli(
         "train-vln", "--data", data, "--model", tiny_qwen, "--vggt", vggt, "--output-dir", out,
         "--max-steps", 1, "--device", "cpu", "--json", *extra, *SMALL, "batch_size=2", "grad_accum=1",
@@ -42,7 +43,7 @@ def _record(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def live(tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path_factory) -> dict:  # noqa: F811
+def live(tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("vlncache") / "live"
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, run)
     assert r.exit_code == 0, r.stderr
@@ -50,7 +51,11 @@ def live(tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path_fa
 
 
 def test_cached_and_live_features_give_the_same_loss(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, live: dict, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    live: dict,
+    tmp_path: Path,
 ) -> None:
     _build(trajectories, tiny_checkpoint, tmp_path / "c", "--image-width", WIDTH)
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, tmp_path / "run", "--cache-dir", tmp_path / "c",
@@ -65,7 +70,7 @@ def test_cached_and_live_features_give_the_same_loss(
 
 @pytest.mark.parametrize("foreign", [["--layer", "1"], ["--image-width", "56"]], ids=["layer", "width"])
 def test_a_cache_of_another_layer_or_width_misses_with_a_warning(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, live: dict, tmp_path: Path,  # noqa: F811
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, live: dict, tmp_path: Path,
     foreign: list[str],
 ) -> None:  # fmt: skip
     extra = foreign if "--image-width" in foreign else [*foreign, "--image-width", WIDTH]
@@ -79,7 +84,10 @@ def test_a_cache_of_another_layer_or_width_misses_with_a_warning(
 
 
 def test_cache_required_fails_naming_the_missing_sample(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
 ) -> None:
     _build(trajectories, tiny_checkpoint, tmp_path / "c", "--image-width", WIDTH, "--max-samples", "1")
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, tmp_path / "run", "--cache-dir", tmp_path / "c",

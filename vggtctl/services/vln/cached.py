@@ -24,7 +24,9 @@ from vggtctl.services.vlncache.worker import make_spec
 _PRECISION = ("fp32", "fp16", "bf16")
 
 
-def open_run_cache(cache_dir: str | Path, vggt: torch.nn.Module, layer: int, image_width: int) -> FeatureCache:
+def open_run_cache(
+    cache_dir: str | Path, vggt: torch.nn.Module, layer: int, image_width: int
+) -> FeatureCache:
     """The cache at ``cache_dir`` read under the spec of this run's live VGGT features.
 
     Raises:
