@@ -228,7 +228,7 @@ def test_monitor_plot_into_a_folder_is_refused_before_reading(tmp_path: Path) ->
 def test_root_help_lists_only_real_commands_and_has_examples() -> None:
     r = run_cli("--help", env={"COLUMNS": "120", "TERMINAL_WIDTH": "120"})
     assert r.exit_code == 0
-    for missing in ("quantize", "fine-tune"):
+    for missing in ("fine-tune", "train_vln"):
         assert missing not in r.stdout
     for command in ("download", "infer", "evaluate", "cache", "monitor", "env"):
         assert f"│ {command} " in r.stdout

@@ -109,7 +109,7 @@ def scene_from_predictions(path: str | os.PathLike[str], max_points: int = 1_000
     seeded uniform subset, so the confidence slider filters the same points every time.
     """
     from vggtctl.io.predictions import geometries_from_predictions, load_predictions
-    from vggtctl.services.infer import _valid_region
+    from vggtctl.services.colmap_tracks import valid_region as _valid_region
 
     preds = load_predictions(path)
     if "extrinsic" not in preds or "intrinsic" not in preds:

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from vggtctl.errors import InputError
+from vggtctl.errors import InputError, UsageError
 from vggtctl.io.video import VIDEO_EXTENSIONS
 from vggtctl.progress import NULL_PROGRESS, Progress
-from vggtctl.services.infer import IMAGE_EXTENSIONS, InferConfig, run_inference
+from vggtctl.services.infer import IMAGE_EXTENSIONS, InferConfig, collect_frames, run_inference
 from vggtctl.utils.atomic import atomic_open
 
 # Points in the page's GLB at most: the browser's viewer (Babylon.js) slows down well before infer's cap.
@@ -175,10 +175,15 @@ def reconstruct(
         dtype=request.dtype,
         points=request.points,
         conf_threshold=request.conf_threshold,
-        max_frames=request.max_frames,
         every=request.every,
     )
     config.validate()
+    n_frames = len(collect_frames(config.inputs, every=config.every))
+    if n_frames > request.max_frames:
+        raise UsageError(
+            f"{n_frames} frames uploaded; this server takes at most {request.max_frames}",
+            "upload fewer images, keep every N-th video frame, or restart with a larger --max-frames",
+        )
     device = resolve_device(config.device)
     progress.log(f"[model] {request.model} on {device}")
     model = cache.get(request.model, device, resolve_dtype(config.dtype, device).load_dtype, progress)
