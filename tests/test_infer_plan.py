@@ -24,14 +24,14 @@ from vggtctl.services.infer_plan import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _measure(tmp_path: Path, *args: int) -> int:
+def _measure(tmp_path: Path, *args: int) -> dict[str, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VGGTCTL_HOME": str(tmp_path / "home")}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "scripts" / "forward_peak.py"), *map(str, args)],
         env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
@@ -39,9 +39,15 @@ def _measure(tmp_path: Path, *args: int) -> int:
 @pytest.mark.parametrize("shape", [(20, 126, 168), (12, 126, 168, 6, 2)], ids=["one-pass", "chunked"])
 def test_estimate_within_15_percent_of_the_measured_peak(tmp_path: Path, shape: tuple[int, ...]) -> None:
     s, h, w = shape[:3]
-    measured = _measure(tmp_path, *shape)
+    run = _measure(tmp_path, *shape)
+    measured = run["peak_bytes"]
     n = shape[3] if len(shape) > 3 else s
-    est = estimate_peak_bytes(get_config("tiny"), "tiny", n, h, w, total_frames=s)
+    # The process's own size before the weights load stands in for the fitted runtime constant, which
+    # moves with the environment (~100 MB between two venvs with identical packages); the fitted
+    # weights + activation terms are what is tested.
+    est = estimate_peak_bytes(
+        get_config("tiny"), "tiny", n, h, w, total_frames=s, runtime_bytes=run["runtime_bytes"]
+    )
     assert abs(est / measured - 1) <= 0.15, (est, measured)
 
 
