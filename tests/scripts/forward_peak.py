@@ -20,22 +20,16 @@ def main() -> int:
     from vggtctl.services.infer import predict
     from vggtctl.services.infer_chunked import predict_chunked
 
-    runtime = _status_bytes("VmRSS:")  # interpreter + torch + imports, before the weights load
     model = load_model("tiny")
     images = np.random.default_rng(0).random((s, 3, h, w), dtype=np.float32)
     if chunk:
         predict_chunked(lambda x: predict(model, x), images, chunk[0], chunk[1])
     else:
         predict(model, images)
-    print(json.dumps({"peak_bytes": _status_bytes("VmHWM:"), "runtime_bytes": runtime}))
-    return 0
-
-
-def _status_bytes(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
+        if line.startswith("VmHWM:"):
+            print(json.dumps({"peak_bytes": int(line.split()[1]) * 1024}))
+    return 0
 
 
 if __name__ == "__main__":

@@ -130,13 +130,8 @@ def estimate_peak_bytes(
     total_frames: int | None = None,
     device: str = "cpu",
     load_dtype: str = "float32",
-    runtime_bytes: int | None = None,
 ) -> int:
     """Estimated peak memory of passes over ``frames`` frames (of ``total_frames``; process RSS on CPU).
-
-    ``runtime_bytes``: the process's resident size before the weights load (interpreter, torch, imports),
-    when it is known; otherwise the fitted constant, which depends on the environment it was fitted in
-    (a fresh venv with the same package versions measured ~100 MB more than the one the fit came from).
 
     On CUDA only the pass itself lives on the device (the inputs and outputs of all frames stay on the
     host), so the ``pixels`` term counts one pass.
@@ -156,7 +151,7 @@ def estimate_peak_bytes(
     if cuda:
         base = CUDA_CONTEXT_BYTES
     else:
-        base = c["runtime_bytes"] if runtime_bytes is None else runtime_bytes
+        base = c["runtime_bytes"]
     return int(base + weight_bytes(config, load_dtype) + act)
 
 
