@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
-from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
+from vggtctl.cli.launching import LaunchArgs, dry_run_or_launch, render_dry_run
 from vggtctl.cli.options import (
     DeviceOption,
     DryRunOption,
@@ -155,7 +155,7 @@ def build_command(
     json_out: JsonOption = False,
 ) -> None:
     """Build (or resume) the cache: one entry per sample, the current frame after the causal pass."""
-    from vggtctl.launch import Worker, plan_for, run_plan
+    from vggtctl.launch import Worker
     from vggtctl.services.vlncache.build import BuildConfig, build_cache
     from vggtctl.services.vlncache.worker import config_to_json
 
@@ -180,42 +180,41 @@ def build_command(
         dry_run=dry_run,
     )
     config.validate()
-    request = launch_request(
-        nproc_per_node=nproc_per_node,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        master_port=master_port,
-        launcher=launcher,
-        deepspeed=None,
-        device=device,
-    )
-    plan = plan_for(request)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    plan = launch.plan(device=device)
     output = Output(json_mode=json_out)
     run_dir = cache_dir / "logs" / uuid.uuid4().hex[:12]
     worker = Worker(
         "vggtctl.services.vlncache.worker",
         ["--config", str(run_dir / "config.json"), "--result", str(run_dir / "result.json")],
     )
-    if dry_run:
-        result = build_cache(config).to_dict()
-        result["launch"] = dry_run_document(plan, worker, run_dir)
-        output.result(result, lambda console: _render_build(console, result))
-        return
-    if plan.backend == "inprocess":
-        try:
-            built = build_cache(config, progress=output.progress())
-        finally:
-            output.close()
-        result = built.to_dict()
-    else:
+
+    def write_config() -> None:
         from vggtctl.utils.atomic import atomic_write_json
 
         atomic_write_json(run_dir / "config.json", config_to_json(config))
         output.info(f"launching {plan.world_size} processes ({plan.backend}); rank logs in {run_dir}")
-        code = run_plan(plan, worker, run_dir)
-        if code != 0:
-            raise typer.Exit(code)
+
+    code = dry_run_or_launch(
+        plan,
+        worker,
+        run_dir,
+        output,
+        dry_run=dry_run,
+        document=lambda doc: {**build_cache(config).to_dict(), "launch": doc},  # the dry run's estimate
+        render=_render_build,
+        before_launch=write_config,
+    )
+    if code is None:
+        try:
+            result = build_cache(config, progress=output.progress()).to_dict()
+        finally:
+            output.close()
+    elif code != 0:
+        raise typer.Exit(code)
+    elif dry_run:
+        return
+    else:
         result = json.loads((run_dir / "result.json").read_text())
     output.result(result, lambda console: _render_build(console, result))
     if result.get("verify") and not result["verify"]["ok"]:

@@ -141,8 +141,8 @@ def finetune_command(
         )
         return
 
-    from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
-    from vggtctl.launch import Worker, plan_for
+    from vggtctl.cli.launching import LaunchArgs, show_dry_run
+    from vggtctl.launch import Worker
     from vggtctl.services.finetune import service
 
     service.check_resume_value(resume)
@@ -153,26 +153,16 @@ def finetune_command(
             f"--deepspeed {deepspeed}: finetune trains with DDP; its DeepSpeed ZeRO path is not wired in yet",
             "drop --deepspeed (LoRA's optimizer state is small: DDP fits where ZeRO-2 would)",
         )
-    request = launch_request(
-        nproc_per_node=nproc_per_node,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        master_port=master_port,
-        launcher=launcher,
-        deepspeed=deepspeed,
-        device=cfg.device,
-        nccl=cfg.launch.nccl,
-    )
-    plan = plan_for(request)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    plan = launch.plan(device=cfg.device, deepspeed=deepspeed, nccl=cfg.launch.nccl)
     for warning in plan.warnings:
         output.warn(warning)
     run_dir = Path(cfg.output_dir)
     if dry_run:
         worker = Worker(service.WORKER, ["--run-dir", str(run_dir)])
-        doc = dry_run_document(plan, worker, run_dir / "logs")
-        doc["config"] = config_dict(cfg)
-        output.result(doc, lambda c: render_dry_run(c, doc))
+        show_dry_run(
+            plan, worker, run_dir / "logs", output, document=lambda doc: {**doc, "config": config_dict(cfg)}
+        )
         return
     prepared = service.prepare(cfg, resume)
     if prepared.resume_from is not None:

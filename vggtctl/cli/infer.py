@@ -247,20 +247,11 @@ def infer_command(
         ba_refine_focal=ba_refine_focal,
     )
     output = Output(json_mode=json_out)
-    from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
-    from vggtctl.launch import Worker, plan_for, run_plan
+    from vggtctl.cli.launching import LaunchArgs, launch_workers, show_dry_run
+    from vggtctl.launch import Worker
 
-    request = launch_request(
-        nproc_per_node=nproc_per_node,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        master_port=master_port,
-        launcher=launcher,
-        deepspeed=None,
-        device=device,
-    )
-    launch_plan = plan_for(request)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    launch_plan = launch.plan(device=device)
     # Several processes: each rank runs the frame-local parts on its share of the frames (docs/infer.md).
     worker = Worker("vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str)])
     log_dir = out.parent / f".{out.name}.launch-logs"
@@ -268,32 +259,41 @@ def infer_command(
         from vggtctl.services.infer import plan_run
 
         plan = plan_run(config)
-        doc = {**plan.to_dict(), "launch": dry_run_document(launch_plan, worker, log_dir)}
-
-        def show(console: Any) -> None:
-            console.print("\n".join(plan.lines()), markup=False)
-            if launch_plan.world_size > 1:
-                from vggtctl.services.infer_dist import split_frames
-
-                split = split_frames(plan.frames, launch_plan.world_size)
-                console.print(
-                    f"devices: {launch_plan.world_size} ranks, frames per rank "
-                    + ", ".join(f"{a}-{b - 1}" for a, b in split)
-                    + " (frame-local parts split, tokens gathered for global attention)",
-                    markup=False,
-                )
-                render_dry_run(console, doc["launch"])
-
-        output.result(doc, show)
+        show_dry_run(
+            launch_plan,
+            worker,
+            log_dir,
+            output,
+            document=lambda doc: {**plan.to_dict(), "launch": doc},
+            render=lambda console, doc: _render_plan(console, plan, launch_plan, doc),
+        )
         return
-    if launch_plan.world_size > 1 and launch_plan.backend != "inprocess":
-        output.close()
-        raise typer.Exit(run_plan(launch_plan, worker, log_dir))
+    # One process runs here, also when a launcher was forced.
+    one_process = launch_plan.world_size == 1 or launch_plan.backend == "inprocess"
+    code = launch_workers(launch_plan, worker, log_dir, output, in_process=one_process)
+    if code is not None:
+        raise typer.Exit(code)
     try:
         result = run_inference(config, progress=output.progress())
     finally:
         output.close()
     output.result(result.to_dict(), lambda console: _render(console, result.to_dict()))
+
+
+def _render_plan(console: Any, plan: Any, launch_plan: Any, doc: dict[str, Any]) -> None:
+    console.print("\n".join(plan.lines()), markup=False)
+    if launch_plan.world_size > 1:
+        from vggtctl.cli.launching import render_dry_run
+        from vggtctl.services.infer_dist import split_frames
+
+        split = split_frames(plan.frames, launch_plan.world_size)
+        console.print(
+            f"devices: {launch_plan.world_size} ranks, frames per rank "
+            + ", ".join(f"{a}-{b - 1}" for a, b in split)
+            + " (frame-local parts split, tokens gathered for global attention)",
+            markup=False,
+        )
+        render_dry_run(console, doc["launch"])
 
 
 def _render(console: Any, r: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from vggtctl.cli.errors import mapped_errors
+from vggtctl.cli.launching import LaunchArgs, dry_run_or_launch
 from vggtctl.cli.options import (
     DeepspeedOption,
     DeviceOption,
@@ -119,8 +120,7 @@ def train_command(
         if code:  # the helper's own exit code (its errors were reported already)
             raise typer.Exit(int(code))
         return
-    launch = {"nproc_per_node": nproc_per_node, "nnodes": nnodes, "node_rank": node_rank,
-              "master_addr": master_addr, "master_port": master_port, "launcher": launcher}  # fmt: skip
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
     cache = {"cache_dir": cache_dir, "cache_required": cache_required}
     _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, deepspeed,
            launch, dry_run, json_out, cache)  # fmt: skip
@@ -129,11 +129,10 @@ def train_command(
 @mapped_errors(flags=_FLAGS, interrupted=INTERRUPT_HINT)
 def _train(
     overrides: list[str], data: str | None, image_root: str | None, model: str, vggt: str, output_dir: str,
-    resume: str, max_steps: int, epochs: float, device: str, deepspeed: str | None, launch: dict[str, Any],
+    resume: str, max_steps: int, epochs: float, device: str, deepspeed: str | None, launch: LaunchArgs,
     dry_run: bool, json_out: bool, cache: dict[str, Any],
 ) -> None:  # fmt: skip
-    from vggtctl.cli.launching import dry_run_document, launch_request, render_dry_run
-    from vggtctl.launch import Worker, plan_for, run_plan
+    from vggtctl.launch import Worker
     from vggtctl.services.vln.config import VlnTrainConfig, apply_overrides
 
     config = apply_overrides(
@@ -144,17 +143,20 @@ def _train(
         overrides,
     ).validate()  # fmt: skip
     # torchrun by default for several processes (the ZeRO config goes to the workers); in-process for one.
-    plan = plan_for(launch_request(**launch, deepspeed=config.deepspeed, device=config.device, nccl=config.nccl))
+    plan = launch.plan(device=config.device, deepspeed=config.deepspeed, nccl=config.nccl)
     run_dir = Path(config.output_dir)
     worker_config = run_dir / "launch" / "train-vln.yaml"
     worker = Worker("vggtctl.services.vln.worker", ["--config", str(worker_config)])
     output = Output(json_mode=json_out)
-    if dry_run:
-        doc = dry_run_document(plan, worker, run_dir / "logs")
-        doc["config"] = _plain_config(config)
-        output.result(doc, lambda console: render_dry_run(console, doc))
-        return
-    if plan.backend == "inprocess":
+
+    def write_config() -> None:
+        from vggtctl.services.vln.worker import write_worker_config
+
+        write_worker_config(config, worker_config)
+
+    code = dry_run_or_launch(plan, worker, run_dir / "logs", output, dry_run=dry_run, before_launch=write_config,
+                             document=lambda doc: {**doc, "config": _plain_config(config)})  # fmt: skip
+    if code is None:
         from vggtctl.services.vln.train import train_vln
 
         try:
@@ -163,12 +165,10 @@ def _train(
             output.close()
         output.result(result.to_dict(), lambda console: _render_train(console, result.to_dict()))
         return
-    from vggtctl.services.vln.worker import write_worker_config
-
-    write_worker_config(config, worker_config)
-    code = run_plan(plan, worker, log_dir=run_dir / "logs")
     if code:
         raise typer.Exit(code)
+    if dry_run:
+        return
     import json
 
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
