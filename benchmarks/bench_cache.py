@@ -30,24 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_result  # noqa: E402
+from tests.helpers_vln import write_episode  # noqa: E402  (the cache tests' generated trajectories)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _episode(folder: Path, steps: int, seed: int) -> list[Path]:
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(steps):
-        small = rng.integers(0, 255, (49, 65, 3), dtype=np.uint8)
-        img = Image.fromarray(small).resize((640, 480), Image.Resampling.BILINEAR)
-        path = folder / f"step_{i:04d}_move_forward.png"
-        img.save(path)
-        out.append(path)
-    return out
+FRAME = (640, 480)  # JanusVLN's frame size
 
 
 def _median(fn, repeats: int) -> float:  # noqa: ANN001
@@ -111,7 +97,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_cache_") as tmp:
         root = Path(tmp)
-        frames = _episode(root / "frames", 9, seed=0)
+        frames = write_episode(root / "frames", 9, seed=0, size=FRAME)
         data = root / "nine.jsonl"
         data.write_text(json.dumps({"id": "ep0/step_0008", "images": [str(f) for f in frames]}) + "\n")
         nine = read_samples(data)[0]
@@ -169,7 +155,7 @@ def main() -> int:
         if not args.no_build:
             # Build throughput: episodes of 2 frames (2 samples share each pass), so the passes split over ranks.
             for k in range(args.build_samples // 2):
-                _episode(root / "episodes" / f"ep{k}", 2, seed=100 + k)
+                write_episode(root / "episodes" / f"ep{k}", 2, seed=100 + k, size=FRAME)
             result["build"] = [_build(root / "episodes", root / f"build{n}", args, n) for n in (1, 2)]
     path = write_result("cache", result)
     print(json.dumps(result, indent=2))
