@@ -102,9 +102,10 @@ def test_nan_rows_are_dropped_and_counted(scan_only_root: Path, tmp_path: Path) 
     assert scene["pointcloud"]["accuracy"] == [1.0] * 6
 
 
-def test_millimetres_warn_about_the_unit(scan_only_root: Path, tmp_path: Path) -> None:
-    cloud = tmp_path / "mm.ply"
-    write_ply(cloud, read_ply(DATA / "recon_a_perfect.ply")["xyz"] * 1000.0)
+@pytest.mark.parametrize(("scale", "shown"), [(1000.0, "1e+03x"), (0.001, "0.001x")])  # mm, km
+def test_another_unit_warns(scan_only_root: Path, tmp_path: Path, scale: float, shown: str) -> None:
+    cloud = tmp_path / "unit.ply"
+    write_ply(cloud, read_ply(DATA / "recon_a_perfect.ply")["xyz"] * scale)
     res = invoke(
         "--data",
         str(scan_only_root),
@@ -116,7 +117,7 @@ def test_millimetres_warn_about_the_unit(scan_only_root: Path, tmp_path: Path) -
         "none",
     )
     assert res.exit_code == 0, res.output
-    assert "spans 1e+03x the scans' extent: another unit" in res.output
+    assert f"spans {shown} the scans' extent: another unit" in res.output
 
 
 @pytest.mark.parametrize(
@@ -154,6 +155,7 @@ def test_scene_without_scans_fails_naming_the_download(tmp_path: Path) -> None:
     ("tolerances", "message"),
     [
         ("0.05,0.01", "increasing order"),
+        ("0.01,0.01", "without repeats"),
         ("0,0.01", "positive"),
         ("-0.1", "positive"),
         ("0.01,abc", "not a comma-separated list"),
