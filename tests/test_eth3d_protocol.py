@@ -189,3 +189,52 @@ def test_scans_of_a_real_layout_keep_their_frames(tmp_path: Path) -> None:
     assert all(np.linalg.norm(s.points, axis=1).min() > 1.0 for s in scans)
     merged = np.concatenate([s.world_points() for s in scans])
     assert np.allclose(merged, read_ply(DATA / "recon_a_perfect.ply")["xyz"], atol=1e-5)
+
+
+def test_ray_grid_finds_every_beam_even_at_the_poles_and_the_azimuth_seam() -> None:
+    # rays bunched around both poles, along azimuth +-pi and elsewhere; points close to (and inside)
+    # their beams at 0.5-20 m: the spherical ray grid must give what testing every pair gives
+    from vggtctl.services.metrics.eth3d_protocol import _dot3, classify
+
+    rng = np.random.default_rng(7)
+    n = 2000
+    k = n // 4
+    inc = np.concatenate(
+        [rng.uniform(0, 0.02, k), rng.uniform(np.pi - 0.02, np.pi, k), rng.uniform(0, np.pi, 2 * k)]
+    )
+    seam = np.pi - rng.uniform(0, 0.003, k)  # just either side of azimuth +-pi
+    az = np.concatenate(
+        [rng.uniform(-np.pi, np.pi, 2 * k), seam * rng.choice([-1, 1], k), rng.uniform(-np.pi, np.pi, k)]
+    )
+    dirs = np.stack([np.sin(inc) * np.cos(az), np.sin(inc) * np.sin(az), np.cos(inc)], 1)
+    q = (dirs * rng.uniform(1, 20, (n, 1))).astype(np.float32)
+    scan = scan_at(q.tolist())
+    pick = rng.integers(0, n, 1500)
+    unit = q[pick] / np.linalg.norm(q[pick], axis=1, keepdims=True)
+    r = np.linalg.norm(q[pick], axis=1, keepdims=True) * rng.uniform(0.3, 1.1, (len(pick), 1))
+    local = unit * r + rng.normal(scale=0.002, size=(len(pick), 3))
+    tol = (0.01, 0.05)
+    first, inacc = classify([scan], world(scan, local.tolist()), tol)
+    # every pair, with the float32 steps of the in-beam test
+    p = world(scan, local.tolist()).astype(np.float32)  # back into the scan frame, in float32 as classify
+    m = scan.global_T_mesh.astype(np.float32)
+    r_t = np.ascontiguousarray(m[:3, :3].T)
+    t_inv = np.array([_dot3(r_t[k][None], -m[:3, 3][None])[0] for k in range(3)], dtype=np.float32)
+    p = np.stack([_dot3(p, r_t[k][None]) + t_inv[k] for k in range(3)], axis=1)
+    rq = np.sqrt(_dot3(q, q))
+    dq = q / rq[:, None]
+    rp = np.sqrt(_dot3(p, p))
+    beam = np.float32(BEAM_START_RADIUS) + rp * np.float32(math.tan(math.radians(BEAM_DIVERGENCE_DEG)))
+    i, j = np.meshgrid(np.arange(len(p)), np.arange(n), indexing="ij")
+    i, j = i.ravel(), j.ravel()
+    along = _dot3(dq[j], p[i])
+    off = p[i] - along[:, None] * dq[j]
+    hit = (along >= 0) & (_dot3(off, off) <= beam[i] * beam[i])
+    i, j, along = i[hit], j[hit], along[hit]
+    d2 = _dot3(q[j] - p[i], q[j] - p[i])
+    want = np.full(len(p), len(tol))
+    np.minimum.at(want, i, np.searchsorted(np.float32(tol) ** 2, d2, side="left"))
+    want_inacc = np.zeros(len(p), bool)
+    want_inacc[i[along < rq[j]]] = True
+    assert len(np.unique(i)) > 500  # many points are in some beam: the test has teeth
+    assert np.array_equal(first, want) and np.array_equal(inacc, want_inacc)

@@ -104,7 +104,7 @@ def score_pointcloud(
         EvaluationError: Degenerate alignment, no visible scan point, or empty clouds.
     """
     valid = gt_depth > 0
-    pred_pts = np.asarray(pred_points, dtype=np.float64)[valid]
+    pred_pts = np.asarray(pred_points)[valid].astype(np.float64)  # mask first: 5x less to convert
     gt_pts = unproject_depth(gt_depth, k_model, gt_ext)[valid]
     if config.pc_align == "points":
         # Seeded subset of the correspondences: a similarity has 7 parameters, and the full
@@ -124,9 +124,9 @@ def score_pointcloud(
     if config.pc_reference == "scan":
         if not scans:
             raise EvaluationError("no laser scans given for --pc-reference scan")
-        world = np.concatenate([s.world_points() for s in scans]).astype(np.float64)
-        info.update(reference="scan", scan_points=int(len(world)))
+        info.update(reference="scan", scan_points=sum(len(s.points) for s in scans))
         if config.icp or config.nn_metrics or config.save_vis is not None:
+            world = np.concatenate([s.world_points() for s in scans]).astype(np.float64)
             seen = world[visible_points(world, gt_depth, k_model, gt_ext, config.visibility_tolerance)]
             if len(seen) == 0:
                 raise EvaluationError(

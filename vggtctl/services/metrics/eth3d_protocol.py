@@ -325,24 +325,29 @@ class _RayGrid:
         hi_c = np.floor((az + half + math.pi) / self.h_az).astype(np.int64)
         full = hi_c - lo_c + 1 >= self.n_az
         lo_c[full], hi_c[full] = 0, self.n_az - 1
-        # at most two column spans per row: the unwrapped one and the part wrapped around +-pi
+        # per row one column span, and a second for the few that cross +-pi (the part wrapped around)
+        wrapped = np.nonzero((lo_c < 0) | (hi_c >= self.n_az))[0]
+        wlo, whi = lo_c[wrapped], hi_c[wrapped]
+        n_rows = hi_r - lo_r  # rows beyond the first (-1: outside the rows the rays span)
         spans = [
-            (np.maximum(lo_c, 0), np.minimum(hi_c, self.n_az - 1)),
-            (np.where(lo_c < 0, lo_c + self.n_az, 0), np.where(lo_c < 0, self.n_az - 1, hi_c - self.n_az)),
+            (None, lo_r, n_rows, np.maximum(lo_c, 0), np.minimum(hi_c, self.n_az - 1)),
+            (
+                wrapped,
+                lo_r[wrapped],
+                n_rows[wrapped],
+                np.where(wlo < 0, wlo + self.n_az, 0),
+                np.where(wlo < 0, self.n_az - 1, whi - self.n_az),
+            ),
         ]
         seg_pt, seg_lo, seg_hi = [], [], []
-        pts = np.arange(len(inc))
-        for k in range(int((hi_r - lo_r).max(initial=-1)) + 1):
-            rows = np.nonzero(hi_r - lo_r >= k)[0]
-            base = (lo_r[rows] + k - self.row0) * self.n_az
-            for c0, c1 in spans:
-                a, b = c0[rows], c1[rows]
-                ok = b >= a
-                r = rows[ok]
-                start = self.offsets[base[ok] + a[ok]]
-                stop = self.offsets[base[ok] + b[ok] + 1]
+        for which, rows0, extra, c0, c1 in spans:
+            for k in range(int(extra.max(initial=-1)) + 1):
+                sel = np.nonzero(extra >= k)[0]
+                base = (rows0[sel] + (k - self.row0)) * self.n_az
+                start = self.offsets[base + c0[sel]]
+                stop = self.offsets[base + c1[sel] + 1]  # <= start for an empty span
                 keep = stop > start
-                seg_pt.append(pts[r[keep]])
+                seg_pt.append(sel[keep] if which is None else which[sel[keep]])
                 seg_lo.append(start[keep])
                 seg_hi.append(stop[keep])
         if not seg_pt:

@@ -33,6 +33,7 @@ from vggtctl.services.metrics.eth3d_protocol import ETH3D_TOLERANCES
 
 PYRAMID_STEP = 4.0
 FAR_RATIO = 10.0
+_MATMUL_BLOCK = 16384  # rows per matrix product in unproject_depth
 
 
 def tolerance_key(tol: float) -> str:
@@ -303,7 +304,11 @@ def unproject_depth(depth: np.ndarray, intrinsic: np.ndarray, extrinsic: np.ndar
         cam = np.stack(
             [(u - k[0, 2]) / k[0, 0] * depth[i], (v - k[1, 2]) / k[1, 1] * depth[i], depth[i]], axis=-1
         )
-        out[i] = (cam - ext[:, 3]) @ ext[:, :3]  # Rᵀ (X_c − t), as row vectors
+        rel = (cam - ext[:, 3]).reshape(-1, 3)
+        flat = out[i].reshape(-1, 3)
+        # Rᵀ (X_c − t), as row vectors, in blocks of rows (see Sim3.apply: no spinning BLAS threads)
+        for r in range(0, len(rel), _MATMUL_BLOCK):
+            np.matmul(rel[r : r + _MATMUL_BLOCK], ext[:, :3], out=flat[r : r + _MATMUL_BLOCK])
     return out
 
 
