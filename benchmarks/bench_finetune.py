@@ -57,7 +57,7 @@ def _tiny_run(data: Path, out: Path, strategy: str, steps: int, size: int, nproc
     }
 
 
-def _arch_1b(strategy: str, size: int, checkpointing: bool) -> dict:
+def _arch_1b(strategy: str, size: int, checkpointing: bool, steps: int = 2) -> dict:
     import torch
 
     from vggtctl.models.vggt.config import get_config
@@ -67,10 +67,13 @@ def _arch_1b(strategy: str, size: int, checkpointing: bool) -> dict:
     from vggtctl.services.finetune.targets import apply_lora, parameter_counts
 
     torch.manual_seed(0)
+    t_init = time.perf_counter()
     model = VGGT(
         get_config("vggt-1b", enable_track=False, enable_point=False, gradient_checkpointing=checkpointing)
     )
     peft = apply_lora(model, strategy, LoraSettings())
+    init_s = time.perf_counter() - t_init
+    after_init = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     peft.train()
     counts = parameter_counts(peft)
     s = 2
@@ -86,7 +89,7 @@ def _arch_1b(strategy: str, size: int, checkpointing: bool) -> dict:
     batch["extrinsics"][:, 1, 0, 3] = 0.3
     opt = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-4)
     times = []
-    for _ in range(2):
+    for _ in range(steps):
         t0 = time.perf_counter()
         loss = objective(peft(batch["images"]), batch, LossSettings())["loss_objective"]
         loss.backward()
@@ -98,9 +101,13 @@ def _arch_1b(strategy: str, size: int, checkpointing: bool) -> dict:
         "image_size": size,
         "frames": s,
         "gradient_checkpointing": checkpointing,
+        "steps": steps,
         "step_s": times[-1],
         "first_step_s": times[0],
+        "init_s": init_s,
+        "rss_after_init_mb": after_init,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "threads": torch.get_num_threads(),
         **counts,
     }
 
@@ -115,11 +122,15 @@ def main() -> int:
     )
     ap.add_argument("--only-1b", action="store_true")
     ap.add_argument("--strategy-1b", default="abc")
+    ap.add_argument(
+        "--checkpointing-1b", default="10", help="1 = with, 0 = without gradient checkpointing (default both)"
+    )
+    ap.add_argument("--steps-1b", type=int, default=2, help="steps per 1B measurement (the last is timed)")
     ap.add_argument("--one-1b", help=argparse.SUPPRESS)  # internal: one 1B measurement in this process
     args = ap.parse_args()
     if args.one_1b:
         strategy, ckpt = args.one_1b.split(",")
-        print(json.dumps(_arch_1b(strategy, 224, ckpt == "1")))
+        print(json.dumps(_arch_1b(strategy, 224, ckpt == "1", args.steps_1b)))
         return 0
     result: dict = {"tiny_cpu": [], "arch_1b_cpu": []}
     if not args.only_1b:
@@ -145,12 +156,13 @@ def main() -> int:
             )
     if args.arch_1b:
         for strategy in args.strategy_1b:
-            # a fresh process per measurement: its own peak RSS
-            out = subprocess.run(
-                [sys.executable, __file__, "--one-1b", f"{strategy},1"],
-                check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )  # fmt: skip
-            result["arch_1b_cpu"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            for ckpt in args.checkpointing_1b:
+                # a fresh process per measurement: its own peak RSS
+                out = subprocess.run(
+                    [sys.executable, __file__, "--one-1b", f"{strategy},{ckpt}", "--steps-1b", str(args.steps_1b)],
+                    check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                )  # fmt: skip
+                result["arch_1b_cpu"].append(json.loads(out.stdout.strip().splitlines()[-1]))
     path = write_result("finetune", result)
     print(json.dumps(result, indent=2))
     print(f"wrote {path}", file=sys.stderr)

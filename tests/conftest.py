@@ -49,6 +49,24 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 @pytest.fixture(scope="session")
+def _torch_extensions_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("TORCH_EXTENSIONS_DIR")
+    return Path(given) if given else tmp_path_factory.mktemp("torch_extensions")
+
+
+@pytest.fixture
+def torch_extensions_dir(_torch_extensions_session: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One build folder for DeepSpeed's JIT ops per test session (``TORCH_EXTENSIONS_DIR``, kept if set).
+
+    Every CPU ``init_distributed`` builds ``deepspeed_shm_comm`` (30-40 s, minutes under load) unless the
+    folder already holds it: the ZeRO tests of train-vln and finetune share this one, so it compiles once
+    per suite and never into the user's ``~/.cache``. Set ``TORCH_EXTENSIONS_DIR`` to reuse a build.
+    """
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(_torch_extensions_session))
+    return _torch_extensions_session
+
+
+@pytest.fixture(scope="session")
 def tiny_reference() -> dict[str, np.ndarray]:
     """Every input, output and intermediate of the reference forward pass of the seeded tiny model."""
     with np.load(DATA / "tiny_reference.npz") as z:

@@ -244,3 +244,89 @@ def test_sigterm_leaves_a_checkpoint_that_resumes(synthetic_root: Path, tmp_path
     ran = run_cli("monitor", run, "--json")
     assert ran.exit_code == 0, ran.stderr
     assert os.fspath(run) in ran.stdout or json.loads(ran.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_process_zero2_checkpoints_resumes_and_equals_the_ddp_path(
+    synthetic_root: Path, tmp_path: Path, torch_extensions_dir: Path
+) -> None:
+    # > 20 s: two 2-process torchrun launches with DeepSpeed (and, on a fresh suite, the shm_comm build
+    # shared with train-vln's ZeRO test); the smallest run that still shards an optimizer across ranks.
+    pytest.importorskip("deepspeed")
+    common = [
+        "--max-steps",
+        "3",
+        "lora.dropout=0",
+        "run.val_every=0",
+        "run.checkpoint_every=1",
+        "--device",
+        "cpu",
+    ]
+    zero = [*common, "--nproc-per-node", "2", "--deepspeed", "zero2", "optimizer.batch_size=1"]
+    ds = tmp_path / "ds"
+    env = child_env(OMP_NUM_THREADS="1")
+    with spawn(_subprocess_finetune(synthetic_root, ds, *zero), cwd=ROOT, env=env) as proc:
+        _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    meta = json.loads((ds / "meta.json").read_text())["finetune"]
+    assert (meta["engine"], meta["deepspeed"], meta["world_size"]) == ("deepspeed", "zero2", 2)
+    step2 = ds / "checkpoints" / "step_0000002"
+    files = {p.name for p in step2.iterdir()}
+    # DeepSpeed's own files (one optimizer shard per rank) next to ours and the PEFT adapter export
+    assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= files
+    assert {"mp_rank_00_model_states.pt", "manifest.json", "rng_rank0.pt", "rng_rank1.pt"} <= files
+    assert (step2 / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((step2 / "manifest.json").read_text())["engine"] == "deepspeed"
+    straight = metrics(ds)
+    final_straight = adapter_weights(ds / "adapter")
+
+    # the same global batch (2 samples per step) on the DDP path: one process, batch 2
+    ddp = tmp_path / "ddp"
+    finetune(synthetic_root, ddp, "optimizer.batch_size=2", *common)
+    reference = metrics(ddp)
+    assert [r["step"] for r in straight] == [r["step"] for r in reference] == [1, 2, 3]
+    for rz, rd in zip(straight, reference, strict=True):
+        assert rz["batch_size"] == rd["batch_size"] == 2
+        assert rz["loss"] == pytest.approx(rd["loss"], rel=1e-5), (straight, reference)
+        assert rz["lr"] == pytest.approx(rd["lr"], rel=1e-9)
+        assert rz["grad_norm"] == pytest.approx(rd["grad_norm"], rel=1e-4)
+    want = adapter_weights(ddp / "adapter")
+    assert final_straight.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(final_straight[k], want[k], rtol=1e-4, atol=1e-6)
+
+    # stopped after step 2: resume through DeepSpeed's load_checkpoint (`--resume auto`) to step 3
+    shutil.rmtree(ds / "checkpoints" / "step_0000003")
+    shutil.rmtree(ds / "adapter")
+    (ds / "metrics.jsonl").write_text(
+        "".join((ds / "metrics.jsonl").read_text().splitlines(keepends=True)[:2])
+    )
+    with spawn(
+        _subprocess_finetune(synthetic_root, ds, *zero, "--resume", "auto"), cwd=ROOT, env=env
+    ) as proc:
+        _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "resuming from" in err.decode() and "step_0000002" in err.decode()
+    resumed = metrics(ds)
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    assert resumed[2]["loss"] == pytest.approx(straight[2]["loss"], rel=1e-6)
+    again = adapter_weights(ds / "adapter")
+    for k in want:
+        torch.testing.assert_close(again[k], final_straight[k], rtol=1e-6, atol=1e-8)
+
+
+def test_a_checkpoint_continues_only_under_the_engine_that_wrote_it(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("deepspeed")
+    run = tmp_path / "run"
+    finetune(synthetic_root, run, "--max-steps", "2", "run.checkpoint_every=1", "run.val_every=0")
+    ran = run_cli(
+        "finetune", "--config", "tiny-smoke", "--data", synthetic_root, "--output-dir", run, *SMALL,
+        "--max-steps", "3", "run.val_every=0", "--deepspeed", "zero2",
+    )  # fmt: skip
+    assert ran.exit_code == 2, ran.stderr
+    assert "written by the ddp engine; this run uses deepspeed" in ran.stderr
+    assert "without --deepspeed" in ran.stderr
+    assert os.environ.get("LOCAL_RANK") is None  # the one-process group it made is gone again

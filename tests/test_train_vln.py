@@ -132,7 +132,7 @@ def test_init_tiny_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_torchrun_deepspeed_zero2_trains_checkpoints_and_resumes(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
 ) -> None:
     pytest.importorskip("deepspeed")
     run = tmp_path / "ds"

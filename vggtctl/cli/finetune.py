@@ -130,6 +130,7 @@ def finetune_command(
         "run.max_steps": max_steps,
         "run.epochs": epochs,
         "device": device,
+        "launch.deepspeed": deepspeed,
     }
     cfg = resolve_config(config, flags, args)
     if show_config:
@@ -146,15 +147,8 @@ def finetune_command(
     from vggtctl.services.finetune import service
 
     service.check_resume_value(resume)
-    if deepspeed is not None:
-        from vggtctl.errors import UsageError
-
-        raise UsageError(
-            f"--deepspeed {deepspeed}: finetune trains with DDP; its DeepSpeed ZeRO path is not wired in yet",
-            "drop --deepspeed (LoRA's optimizer state is small: DDP fits where ZeRO-2 would)",
-        )
     launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
-    plan = launch.plan(device=cfg.device, deepspeed=deepspeed, nccl=cfg.launch.nccl)
+    plan = launch.plan(device=cfg.device, deepspeed=cfg.launch.deepspeed, nccl=cfg.launch.nccl)
     for warning in plan.warnings:
         output.warn(warning)
     run_dir = Path(cfg.output_dir)

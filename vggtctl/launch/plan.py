@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vggtctl.errors import Problem, raise_problems
+from vggtctl.runtime.zero import PRESETS as ZERO_PRESET_NAMES
 
 LAUNCHERS = ("auto", "single", "torchrun", "deepspeed")
-ZERO_PRESETS = ("zero2", "zero2-offload", "zero3", "zero3-offload")
+ZERO_PRESETS = ZERO_PRESET_NAMES  # the presets shipped in vggtctl/runtime/zero_presets/
 DEFAULT_PORT = 29500
 LOCALHOST = "127.0.0.1"
 

@@ -32,6 +32,7 @@ FLAG_OF_KEY = {
     "run.max_steps": "--max-steps",
     "run.epochs": "--epochs",
     "device": "--device",
+    "launch.deepspeed": "--deepspeed",
 }
 
 
@@ -125,6 +126,8 @@ class RunSettings:
 @dataclass
 class LaunchSettings:
     nccl: dict[str, str] = field(default_factory=dict)  # NCCL_* variables for the workers, passed as given
+    # DeepSpeed ZeRO (--deepspeed): zero2, zero2-offload or a JSON file of stage <= 2; None = DDP
+    deepspeed: str | None = None
 
 
 @dataclass
@@ -222,7 +225,38 @@ class FinetuneConfig:
         bad = [k for k in self.launch.nccl if not k.startswith("NCCL_")]
         if bad:
             p.append(Problem.of("launch.nccl", "holds NCCL_* variables only", bad))
+        if self.launch.deepspeed is not None:
+            p += deepspeed_problems(self)
         return p
+
+
+# ZeRO-3 is refused, not half-supported: it partitions the *weights*, so every rank must take part in
+# every forward and every gather. Here validation and the adapter export run on rank 0 alone, and LoRA's
+# whole trainable state (<= 1.3 % of VGGT-1B) is already sharded by ZeRO-2; the frozen base weights would
+# be the only thing ZeRO-3 adds (bf16 on a GPU: 2.5 GB per rank).
+ZERO3_REFUSAL = (
+    "ZeRO-3 is not supported by finetune: it shards the frozen base weights, which needs every rank in every "
+    "forward (validation and the adapter export run on rank 0 alone); LoRA's trainable state is sharded by "
+    "ZeRO-2 already: use zero2 or zero2-offload"
+)
+
+
+def deepspeed_problems(cfg: FinetuneConfig) -> list[Problem]:
+    """What is wrong with ``launch.deepspeed`` for finetune (the preset or JSON is read; DeepSpeed is not)."""
+    from vggtctl.runtime.zero import read_zero_config, zero_stage
+
+    name = cfg.launch.deepspeed or ""
+    raw = read_zero_config(name)  # UsageError (exit 2) for a missing file or bad JSON
+    p: list[Problem] = []
+    if zero_stage(raw) >= 3:
+        p.append(Problem.of("launch.deepspeed", ZERO3_REFUSAL, name))
+    if cfg.run.save_grads:
+        p.append(
+            Problem.of(
+                "run.save_grads", "is a DDP check: ZeRO-2 keeps each rank's share of the gradients only"
+            )
+        )
+    return p
 
 
 # ------------------------------------------------------------------------------------- presets and merging

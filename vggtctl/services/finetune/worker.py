@@ -3,7 +3,16 @@
 ``main(["--run-dir", RUN, ("--resume", CHECKPOINT)])`` reads ``RUN/config.yaml`` (written by the CLI) and
 trains. It reads top to bottom: setup, model + LoRA, data, optimizer, resume, the loop (micro-steps,
 step, logging, validation, checkpoints, stop on SIGTERM/SIGINT), the final adapter. Exit codes: 0 done,
-1 failure, 130 stopped by SIGINT, 143 by SIGTERM (both after writing a checkpoint).
+1 failure, 2 a checkpoint this run cannot continue, 130 stopped by SIGINT, 143 by SIGTERM (both after
+writing a checkpoint).
+
+Two engines update the weights. DDP (the default): ``loss / accum_steps`` backward, gradients averaged
+across processes, clipped, AdamW, the LambdaLR schedule. DeepSpeed ZeRO-2 (``launch.deepspeed``): the same
+torch AdamW and LambdaLR handed to ``deepspeed.initialize`` as client optimizer and scheduler, DeepSpeed
+dividing by the accumulation steps, averaging and clipping (``gradient_clipping`` = ``optimizer.grad_clip``),
+each rank holding its share of the optimizer state; weights stay fp32 with the same autocast as DDP.
+ZeRO checkpoints go through ``save_checkpoint``/``load_checkpoint`` into the same atomic
+``checkpoints/step_N/`` folder, next to the PEFT adapter export.
 """
 
 from __future__ import annotations
@@ -192,11 +201,52 @@ def validate(
 
 def train(run_path: Path, resume: Path | None) -> int:
     cfg = config_from_dict(yaml.safe_load((run_path / "config.yaml").read_text(encoding="utf-8")))
-    info = init_distributed(
-        cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    zero = cfg.launch.deepspeed is not None
+    own_group = False
+    if zero:
+        from vggtctl.runtime.zero import single_process_group
+
+        own_group = single_process_group(cfg.device if cfg.device != "auto" else _auto_device())
+    try:
+        return _train(cfg, run_path, resume)
+    finally:
+        if own_group:
+            from vggtctl.runtime.zero import end_single_process_group
+
+            end_single_process_group()
+
+
+def _auto_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _zero_config(cfg: FinetuneConfig, info: DistInfo, device: str, hidden_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of the run: the preset or JSON with its ``auto`` values filled from ``cfg``."""
+    from vggtctl.runtime.zero import fill_zero_config, offloads_optimizer, read_zero_config
+
+    o = cfg.optimizer
+    ds = fill_zero_config(
+        read_zero_config(cfg.launch.deepspeed or ""), batch_size=o.batch_size, grad_accum=o.accum_steps,
+        world_size=info.world_size, max_grad_norm=o.grad_clip, hidden_size=hidden_size,
+        bf16=False, gpu=device.startswith("cuda"), command="finetune",
+    )  # fmt: skip
+    # Weights and master copy stay fp32 and the forward autocasts exactly as on the DDP path
+    # ("auto" precision = off for DeepSpeed here).
+    if offloads_optimizer(ds):
+        # The client torch AdamW runs on the CPU-resident partition (LoRA's state is small); DeepSpeed
+        # otherwise insists on its own CPU Adam, which compiles for a minute on first use.
+        ds.setdefault("zero_force_ds_cpu_optimizer", False)
+    return ds
+
+
+def _train(cfg: FinetuneConfig, run_path: Path, resume: Path | None) -> int:
+    zero = cfg.launch.deepspeed is not None
+    info = init_distributed(cfg.device if cfg.device != "auto" else _auto_device())
     device = _device(cfg, info)
     amp = _amp_dtype(cfg, device)
+    engine_name = "deepspeed" if zero else "ddp"
+    if resume is not None:
+        _check_resumable(resume, engine_name, info.world_size)  # before any model is built
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
 
@@ -216,8 +266,8 @@ def train(run_path: Path, resume: Path | None) -> int:
     model.train()
     counts = parameter_counts(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    trained = model
-    if info.distributed:
+    trained: Any = model
+    if info.distributed and not zero:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(
@@ -239,19 +289,32 @@ def train(run_path: Path, resume: Path | None) -> int:
         optimizer, lambda s: lr_factor(s, total, o.warmup_fraction, o.lr, o.min_lr)
     )
     aug_gen = torch.Generator().manual_seed(cfg.data.seed * 7919 + info.rank)
+    engine: Any = None
+    if zero:
+        import deepspeed
+
+        ds_config = _zero_config(cfg, info, device, base.aggregator.embed_dim)
+        engine, optimizer, _, scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+        )
+        trained = engine
 
     # -- resume: adapter, optimizer, scheduler, data position, random states, step
     step = 0
     if resume is not None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         state, rng, adapter_dir = ckpt.read_checkpoint(resume, info.rank)
-        set_peft_model_state_dict(
-            model, load_file(str(adapter_dir / "adapter_model.safetensors"), device=device)
-        )
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if engine is not None:
+            # the trainable weights, the fp32 partitions, each rank's optimizer shard and the scheduler
+            engine.load_checkpoint(str(resume.parent), tag=resume.name, load_module_strict=False)
+        else:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            set_peft_model_state_dict(
+                model, load_file(str(adapter_dir / "adapter_model.safetensors"), device=device)
+            )
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
         stream.load_state_dict(state["stream"])
         aug_gen.set_state(
             state["augment_rng"][info.rank] if info.rank < len(state["augment_rng"]) else aug_gen.get_state()
@@ -271,6 +334,8 @@ def train(run_path: Path, resume: Path | None) -> int:
             "train_items": len(split.train_items),
             "val_items": len(split.val_items),
             "resumed_from": str(resume) if resume else None,
+            "engine": engine_name,
+            "deepspeed": cfg.launch.deepspeed,
         },
     }
     run = RunDir.create(run_path, config_dict(cfg), meta, total_steps=total, exist_ok=True, rank=info.rank)
@@ -304,20 +369,27 @@ def train(run_path: Path, resume: Path | None) -> int:
             dist.all_gather_object(gathered, aug_gen.get_state())
             aug_states = gathered
         _barrier(info)
+        if engine is not None:
+            # every rank: its optimizer shard; rank 0 the trainable weights and the scheduler. No
+            # `latest` file: the manifest written last is what makes the folder a checkpoint.
+            engine.save_checkpoint(
+                str(staging.parent), tag=staging.name, save_latest=False, exclude_frozen_parameters=True
+            )
         if info.is_rank_zero:
             state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
                 "stream": stream.state_dict(),
                 "augment_rng": aug_states,
                 "step": at,
             }
+            if engine is None:
+                state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
             final = run.checkpoint_dir(at)
             manifest = {
                 "step": at,
                 "total_steps": total,
                 "world_size": info.world_size,
                 "strategy": cfg.strategy,
+                "engine": engine_name,
             }
             (staging / ckpt.ADAPTER).mkdir(parents=True, exist_ok=True)
             write_base_file(staging / ckpt.ADAPTER, meta["model"], cfg.strategy, at)
@@ -344,6 +416,17 @@ def train(run_path: Path, resume: Path | None) -> int:
                     batch = _to(augment(batch, cfg.data, aug_gen), device)
                     data_time += time.perf_counter() - td
                     last = micro == o.accum_steps - 1
+                    if engine is not None:
+                        if micro == 0:
+                            lr = optimizer.param_groups[0]["lr"]  # the last micro-step updates it
+                        with autocast(device, amp):
+                            preds = engine(batch["images"])
+                        losses = objective(preds, batch, cfg.loss)
+                        engine.backward(losses["loss_objective"])  # divides by accum_steps itself
+                        engine.step()  # clip + AdamW + schedule at the accumulation boundary only
+                        for k, v in losses.items():
+                            terms[k] = terms.get(k, 0.0) + float(v.detach()) / o.accum_steps
+                        continue
                     sync = contextlib.nullcontext() if last or not info.distributed else trained.no_sync()
                     with sync:
                         with autocast(device, amp):
@@ -362,13 +445,17 @@ def train(run_path: Path, resume: Path | None) -> int:
                         if p.grad is not None
                     }
                     save_file(grads, str(run.path / DEBUG_DIR / "grads_step_1.safetensors"))
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    params, o.grad_clip if o.grad_clip > 0 else float("inf")
-                )
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                if engine is not None:
+                    norm = engine.get_global_grad_norm()
+                    grad_norm = float(norm) if norm is not None else float("nan")
+                else:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(
+                        params, o.grad_clip if o.grad_clip > 0 else float("inf")
+                    )
+                    lr = optimizer.param_groups[0]["lr"]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
                 step += 1
 
                 terms = _all_mean(terms, info)
@@ -454,6 +541,30 @@ def train(run_path: Path, resume: Path | None) -> int:
 
         dist.destroy_process_group()
     return 0
+
+
+def _check_resumable(folder: Path, engine: str, world_size: int) -> None:
+    """A checkpoint continues only under the engine that wrote it (ZeRO's shards: also the same world size).
+
+    Raises:
+        UsageError: Written by the other engine, or a ZeRO checkpoint of another world size (exit 2).
+    """
+    from vggtctl.errors import UsageError
+
+    manifest = ckpt.read_manifest(folder)
+    wrote = manifest.get("engine", "ddp")
+    if wrote != engine:
+        flag = "with --deepspeed" if wrote == "deepspeed" else "without --deepspeed"
+        raise UsageError(
+            f"checkpoint {folder} was written by the {wrote} engine; this run uses {engine}",
+            f"resume it {flag}, or start a new run (--output-dir elsewhere, or --resume never)",
+        )
+    if engine == "deepspeed" and int(manifest.get("world_size", world_size)) != world_size:
+        raise UsageError(
+            f"checkpoint {folder} holds ZeRO optimizer shards of {manifest['world_size']} processes; "
+            f"this run has {world_size}",
+            f"resume with {manifest['world_size']} processes in all (--nproc-per-node x --nnodes)",
+        )
 
 
 def main(argv: Sequence[str]) -> int:

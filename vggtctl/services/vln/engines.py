@@ -88,7 +88,7 @@ class DeepSpeedEngine:
     def __init__(self, model: Any, param_groups: list[dict[str, Any]], schedule: Any, ds_config: dict[str, Any]) -> None:
         import deepspeed
 
-        from vggtctl.services.vln.zero_config import offloads_optimizer, zero_stage
+        from vggtctl.runtime.zero import offloads_optimizer, zero_stage
 
         if offloads_optimizer(ds_config):
             from deepspeed.ops.adam import DeepSpeedCPUAdam

@@ -23,6 +23,7 @@ from vggtctl.progress import NULL_PROGRESS, Progress
 from vggtctl.runs import RunDir, format_step_line
 from vggtctl.runtime.device import resolve_device
 from vggtctl.runtime.dist import init_distributed
+from vggtctl.runtime.zero import single_process_group
 from vggtctl.services.model_loader import load_model
 from vggtctl.services.provenance import provenance_of
 from vggtctl.services.vln.checkpoint import EXPORT, TrainState, export_model, latest_checkpoint
@@ -149,7 +150,7 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     config.validate()
     device = resolve_device(config.device)
     if config.deepspeed is not None:
-        _single_process_group(device)
+        single_process_group(device)
     info = init_distributed(device)
     cuda = device.startswith("cuda")
     if cuda and info.distributed:
@@ -180,12 +181,12 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
     total = config.max_steps or max(1, math.ceil(micro_per_epoch * config.epochs / config.grad_accum))
     schedule = cosine_with_warmup(total, config.warmup_ratio)
     if config.deepspeed is not None:
-        from vggtctl.services.vln.zero_config import fill_zero_config, read_zero_config
+        from vggtctl.runtime.zero import fill_zero_config, read_zero_config
 
         ds_config = fill_zero_config(
             read_zero_config(config.deepspeed), batch_size=config.batch_size, grad_accum=config.grad_accum,
             world_size=info.world_size, max_grad_norm=config.max_grad_norm,
-            hidden_size=qwen.config.text_config.hidden_size, bf16=cuda,
+            hidden_size=qwen.config.text_config.hidden_size, bf16=cuda, command="train-vln",
         )  # fmt: skip
         engine: Any = DeepSpeedEngine(model, param_groups(model, config), schedule, ds_config)
     else:
@@ -321,24 +322,6 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         mean_step_time=sum(t for t, _ in times) / len(times) if times else None,
         mean_data_time=sum(d for _, d in times) / len(times) if times else None,
     )
-
-
-def _single_process_group(device: str) -> None:
-    """DeepSpeed needs a process group even for one process: a local one, on a free port."""
-    import os
-    import socket
-
-    if "LOCAL_RANK" in os.environ or "RANK" in os.environ:
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(port)})  # fmt: skip
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
 
 def _mean_over_ranks(value: float, device: str) -> float:
