@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from vggtctl.errors import ConfigError
@@ -244,3 +246,19 @@ def test_torchrun_command_per_node() -> None:
 def test_busy_default_port_is_ignored_in_process() -> None:
     plan = build_plan(LaunchRequest(), Detected(busy_ports=frozenset({29500}), spare_port=40000), {})
     assert (plan.backend, plan.master_port, plan.warnings) == ("inprocess", 29500, ())
+
+
+def test_deepspeed_runner_command_with_a_hostfile() -> None:
+    # DeepSpeed's runner checks `ssh HOST hostname` for every hostfile, even a one-host `localhost slots=2`
+    # (it would then run locally), so the hostfile form is checked here as argv; the runner itself runs
+    # for real without a hostfile in tests/test_launch_runner.py.
+    plan = build_plan(
+        LaunchRequest(launcher="deepspeed", nnodes=2, master_addr="10.0.0.1", hostfile="hosts"),
+        Detected(gpus=8, deepspeed=True),
+        {},
+    )
+    assert plan.command("pkg.worker", ["--x", "1"]) == [
+        sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "8", "--num_nodes", "2",
+        "--hostfile", "hosts", "--master_addr", "10.0.0.1", "--master_port", "29500",
+        "--no_local_rank", "--module", "pkg.worker", "--x", "1",
+    ]  # fmt: skip

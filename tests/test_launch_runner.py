@@ -74,6 +74,27 @@ def test_sigterm_is_forwarded_to_every_worker(tmp_path: Path) -> None:
         assert Path(f"{mark}.rank{rank}").read_text() == f"[{int(signal.SIGTERM)}]"
 
 
+@pytest.mark.slow
+def test_deepspeed_runner_on_this_host_runs_both_ranks_and_passes_codes_through(tmp_path: Path) -> None:
+    # The deepspeed backend for real, without a hostfile (one node: the runner starts its local launcher;
+    # with a hostfile it wants ssh even for localhost, see test_launch_plan.py). 10-20 s: two launches.
+    pytest.importorskip("deepspeed")
+    from vggtctl.launch.detect import free_port
+
+    plan = build_plan(
+        LaunchRequest(launcher="deepspeed", nproc_per_node=2, master_port=free_port()),
+        Detected(cpus=2, deepspeed=True),
+        {},
+    )
+    assert plan.backend == "deepspeed"
+    out = tmp_path / "sum.json"
+    assert run_plan(plan, Worker(WORKER, ["allreduce", str(out)]), tmp_path / "logs") == 0
+    assert json.loads(out.read_text()) == {"sum": 3.0, "world": 2}
+    for rank in (0, 1):
+        assert f"hello from rank {rank} of 2" in (tmp_path / "logs" / f"rank{rank}.log").read_text()
+    assert run_plan(plan, Worker(WORKER, ["exit", "1", "7"]), tmp_path / "logs2") == 7
+
+
 def test_inprocess_plan_calls_main_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     plan = build_plan(LaunchRequest(), Detected(), {})
     assert plan.backend == "inprocess"

@@ -129,11 +129,15 @@ class LaunchPlan:
             head += ["--max-restarts", "0", "-m", module]
             return head + list(argv)
         if self.backend == "deepspeed":
-            head = ["deepspeed", "--num_gpus", str(self.nproc_per_node), "--num_nodes", str(self.nnodes)]
+            # The runner as a module of this interpreter: its `deepspeed` script is only on PATH in an
+            # activated venv. `--no_local_rank`: the worker reads LOCAL_RANK from the environment, and the
+            # runner would otherwise put `--local_rank=N` in front of the worker's own arguments.
+            head = [python, "-m", "deepspeed.launcher.runner"]
+            head += ["--num_gpus", str(self.nproc_per_node), "--num_nodes", str(self.nnodes)]
             if self.hostfile:
                 head += ["--hostfile", self.hostfile]
             head += ["--master_addr", self.master_addr, "--master_port", str(self.master_port)]
-            return head + ["--module", module, *argv]
+            return head + ["--no_local_rank", "--module", module, *argv]
         return [python, "-m", module, *argv]
 
     def to_dict(self) -> dict[str, Any]:
