@@ -123,8 +123,41 @@ def test_merge_needs_out_and_a_run(tmp_path: Path) -> None:
     assert ran.exit_code == 1 and "does not exist" in ran.stderr
 
 
-def test_deepspeed_is_refused_with_a_reason(synthetic_root: Path, tmp_path: Path) -> None:
-    ran = run_cli("finetune", "--config", "tiny-smoke", "--data", synthetic_root, "--deepspeed", "zero2",
-                  "--output-dir", tmp_path / "run")  # fmt: skip
-    assert ran.exit_code == 2
-    assert "--deepspeed" in ran.stderr
+def test_deepspeed_zero2_is_planned_under_torchrun_and_recorded_in_the_config(tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    ran = run_cli(
+        "finetune", "--config", "tiny-smoke", "--nproc-per-node", "2", "--deepspeed", "zero2-offload",
+        "--output-dir", tmp_path / "run", "--dry-run", "--json",
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert (doc["backend"], doc["deepspeed"], doc["config"]["launch"]["deepspeed"]) == (
+        "torchrun",
+        "zero2-offload",
+        "zero2-offload",
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("preset", ["zero3", "zero3-offload", "json-stage-3"])
+def test_zero3_is_refused_with_its_reason(preset: str, tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    if preset == "json-stage-3":
+        preset = str(tmp_path / "ds.json")
+        Path(preset).write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    ran = run_cli("finetune", "--config", "tiny-smoke", "--deepspeed", preset, "--show-config")
+    assert ran.exit_code == 2, ran.stdout
+    assert "--deepspeed" in ran.stderr and "ZeRO-3 is not supported by finetune" in ran.stderr
+    assert "use zero2 or zero2-offload" in ran.stderr
+
+
+def test_deepspeed_config_problems_exit_2(tmp_path: Path) -> None:
+    pytest.importorskip("deepspeed")
+    ran = run_cli(
+        "finetune", "--config", "tiny-smoke", "--deepspeed", str(tmp_path / "no.json"), "--show-config"
+    )
+    assert ran.exit_code == 2 and "not a preset and no such file" in ran.stderr
+    ran = run_cli(
+        "finetune", "--config", "tiny-smoke", "--deepspeed", "zero2", "run.save_grads=true", "--show-config"
+    )
+    assert ran.exit_code == 2 and "run.save_grads" in ran.stderr and "ZeRO-2" in ran.stderr
