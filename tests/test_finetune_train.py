@@ -266,9 +266,11 @@ def test_two_process_zero2_checkpoints_resumes_and_equals_the_ddp_path(
     zero = [*common, "--nproc-per-node", "2", "--deepspeed", "zero2", "optimizer.batch_size=1"]
     ds = tmp_path / "ds"
     env = child_env(OMP_NUM_THREADS="1")
-    with spawn(_subprocess_finetune(synthetic_root, ds, *zero), cwd=ROOT, env=env) as proc:
-        _, err = proc.communicate(timeout=600)
+    with spawn(_subprocess_finetune(synthetic_root, ds, *zero, "--json"), cwd=ROOT, env=env) as proc:
+        out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err.decode()[-3000:]
+    # stdout is the result alone: DeepSpeed's own prints (logger, op builds) went to stderr
+    assert json.loads(out)["status"]["state"] == "finished", out.decode()[:2000]
     meta = json.loads((ds / "meta.json").read_text())["finetune"]
     assert (meta["engine"], meta["deepspeed"], meta["world_size"]) == ("deepspeed", "zero2", 2)
     step2 = ds / "checkpoints" / "step_0000002"

@@ -208,12 +208,32 @@ def train(run_path: Path, resume: Path | None) -> int:
 
         own_group = single_process_group(cfg.device if cfg.device != "auto" else _auto_device())
     try:
-        return _train(cfg, run_path, resume)
+        with _stdout_to_stderr():
+            return _train(cfg, run_path, resume)
     finally:
         if own_group:
             from vggtctl.runtime.zero import end_single_process_group
 
             end_single_process_group()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """The worker prints nothing on stdout: the command's stdout carries its result (``--json``) only.
+
+    DeepSpeed logs and reports its op builds on stdout; rank 0's stdout reaches the terminal's. Both the
+    file descriptor (native code, DeepSpeed's logger) and ``sys.stdout`` point at stderr meanwhile.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _auto_device() -> str:
