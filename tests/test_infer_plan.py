@@ -104,3 +104,50 @@ def test_parse_memory() -> None:
     for bad in ("lots", "-1GB", "0"):
         with pytest.raises(ConfigError, match="max_memory"):
             parse_memory(bad)
+
+
+def test_per_device_estimate_splits_frame_local_parts_and_gathers_global_tokens() -> None:
+    from vggtctl.services.infer_plan import GATHER_COPIES, memory_features
+
+    cfg = get_config("vggt-1b")
+
+    def est(n: int, world: int = 1, total: int | None = None) -> int:
+        return estimate_peak_bytes(cfg, "vggt-1b", n, 392, 518, world=world, total_frames=total)
+
+    # The busiest of 2 ranks runs 100 of 200 frames' frame-local parts, but global attention over all 200.
+    two = est(200, world=2)
+    assert est(100, total=200) < two < est(200)
+    tokens_all = memory_features(cfg, 200, 392, 518)["tokens"]
+    assert two - est(100, total=200) == pytest.approx(GATHER_COPIES * tokens_all, rel=1e-6)
+    # Odd frame counts: rank 0 has the extra frame.
+    assert est(201, world=2) - est(101, total=201) == pytest.approx(
+        GATHER_COPIES * memory_features(cfg, 201, 392, 518)["tokens"], rel=1e-6
+    )
+    assert est(200, world=1) == est(200)  # one device: unchanged
+
+
+def test_plan_across_devices_decides_per_device() -> None:
+    cfg = get_config("vggt-1b")
+
+    def plan(frames: int, budget: int, world: int, **kw: object):  # type: ignore[no-untyped-def]
+        return plan_inference(cfg, "vggt-1b", frames, (392, 518), max_memory=budget, world=world, **kw)
+
+    per_device = estimate_peak_bytes(cfg, "vggt-1b", 300, 392, 518, world=4)
+    budget = int(per_device / 0.9) + 1
+    # 300 frames over 4 devices fit one pass each; one device with the same memory needs chunks.
+    four = plan(300, budget, 4)
+    assert four.mode == "one-pass" and four.world == 4 and four.frames_per_device == 75
+    assert four.one_pass_bytes == per_device
+    one = plan(300, budget, 1)
+    assert one.mode == "chunked" and one.world == 1
+    # With too little per device for one pass, chunks are sized for the busiest device of each chunk.
+    two = plan(300, budget, 2)
+    assert two.mode == "chunked" and two.frames_per_device == -(-two.chunk_size // 2)
+    assert two.chunk_bytes == estimate_peak_bytes(
+        cfg, "vggt-1b", two.chunk_size, 392, 518, total_frames=300, world=2
+    ) <= 0.9 * budget  # fmt: skip
+    assert two.chunk_size > one.chunk_size  # two devices carry a larger chunk than one
+    text = "\n".join(four.lines())
+    assert "x 4 devices" in text and "per device" in text and "<= 75 frames" in text
+    with pytest.raises(MemoryPlanError, match=r"per device \(2 devices\)"):
+        plan(300, budget, 2, chunk="off")

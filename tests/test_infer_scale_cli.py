@@ -153,3 +153,20 @@ def test_video_without_frames_is_a_clear_error(tmp_path: Path) -> None:
     zero.write_bytes(b"")
     r = run_cli("infer", zero, "--model", "tiny")
     assert r.exit_code == 1 and "zero.mp4 is empty (0 bytes)" in r.stderr
+
+
+def test_dry_run_across_two_devices_prints_per_device_numbers(tmp_path: Path) -> None:
+    from vggtctl.models.vggt.config import get_config
+    from vggtctl.services.infer_plan import estimate_peak_bytes
+
+    images = _images(tmp_path / "im", 10)
+    args = ("infer", images, "--model", "tiny", "--dtype", "fp32", "--device", "cpu", "--dry-run",
+            "--nproc-per-node", "2", "--max-memory", "8GB")  # fmt: skip
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.stderr
+    assert "plan: 10 frames at 168x126, tiny, float32 on cpu x 2 devices" in r.stdout
+    assert "each device: <= 5 frames" in r.stdout and "frames per rank 0-4, 5-9" in r.stdout
+    plan = _json(run_cli(*args, "--json"))
+    assert plan["world"] == 2 and plan["frames_per_device"] == 5 and plan["mode"] == "one-pass"
+    assert plan["one_pass_bytes"] == estimate_peak_bytes(get_config("tiny"), "tiny", 10, 126, 168, world=2)
+    assert not (tmp_path / "vggt_out").exists()

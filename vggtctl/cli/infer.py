@@ -258,7 +258,7 @@ def infer_command(
     if dry_run:
         from vggtctl.services.infer import plan_run
 
-        plan = plan_run(config)
+        plan = plan_run(config, world=launch_plan.world_size)
         show_dry_run(
             launch_plan,
             worker,

@@ -533,16 +533,32 @@ def _model_shape(config: InferConfig) -> tuple[Any, str]:
 
 
 def _plan(
-    config: InferConfig, model_cfg: Any, preset: str, frames: int, hw: tuple[int, int], device: str
+    config: InferConfig,
+    model_cfg: Any,
+    preset: str,
+    frames: int,
+    hw: tuple[int, int],
+    device: str,
+    world: int | None = None,
 ) -> InferPlan:
-    from vggtctl.services.infer_scale import plan_for
+    """The memory plan; ``world`` devices per pass (default: the running process group's, agreed on)."""
+    from vggtctl.services.infer_scale import agree_on_plan, plan_for, world_layout
 
     dtype = resolve_dtype(config.dtype, device)
-    return plan_for(config, model_cfg, preset, frames, hw, device, dtype.name, dtype.weights)
+    if world is not None:
+        return plan_for(config, model_cfg, preset, frames, hw, device, dtype.name, dtype.weights, world)
+    size, per_host = world_layout()
+    return agree_on_plan(
+        lambda: plan_for(
+            config, model_cfg, preset, frames, hw, device, dtype.name, dtype.weights, size, per_host
+        )
+    )
 
 
-def plan_run(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferPlan:
+def plan_run(config: InferConfig, progress: Progress = NULL_PROGRESS, *, world: int = 1) -> InferPlan:
     """``vggtctl infer --dry-run``: count the frames, size them from their headers, and plan; load nothing.
+
+    ``world``: the devices the run would split every pass across (per-device numbers).
 
     Raises:
         UsageError: Bad options (including chunk size <= overlap).
@@ -555,7 +571,7 @@ def plan_run(config: InferConfig, progress: Progress = NULL_PROGRESS) -> InferPl
     frames = collect_frames(config.inputs, every=config.every, fps=config.fps)
     model_cfg, preset = _model_shape(config)
     hw = input_hw(frames, config.mode, int(model_cfg.img_size))
-    return _plan(config, model_cfg, preset, len(frames), hw, resolve_device(config.device))
+    return _plan(config, model_cfg, preset, len(frames), hw, resolve_device(config.device), world)
 
 
 def run_inference(

@@ -16,6 +16,13 @@ by ``benchmarks/bench_scale.py --fit``; the measurements and the fit are in ``do
 * ``runtime``, ``a``, ``b``, ``c``: fitted per preset on CPU (peak RSS of fresh processes, one-pass and
   chunked rows together: in one-pass rows ``tokens`` and ``pixels`` grow together, chunked rows separate them).
 
+Several devices (``--nproc-per-node``, :mod:`vggtctl.services.infer_dist`): every rank holds the weights,
+runs the frame-local parts on its own ``ceil(S / world)`` frames (the ``a`` token term, the DPT term) and,
+in each global block, the gathered tokens of all S frames: :data:`GATHER_COPIES` float32 copies of
+``tokens(S)`` (the gathered tokens, their norm, qkv, the roped keys), counted from
+``_global_block_local``, not fitted. Outputs are gathered to every rank, so ``pixels`` counts all frames.
+CPU ranks on one host share its memory: each is planned for ``1 / ranks_per_host`` of it.
+
 On CUDA the same coefficients are used against ``torch.cuda.mem_get_info`` with the CUDA context
 instead of the Python runtime: that is an extrapolation from the CPU fit, **not a GPU measurement** (none
 was lent to this project yet); ``InferPlan.basis`` says so.
@@ -44,6 +51,9 @@ CHUNK_CHOICES = ("auto", "off")
 # move around it.
 SAFETY = 0.9
 CUDA_CONTEXT_BYTES = 600 * 2**20  # typical CUDA context + cuDNN/cuBLAS workspaces, outside the allocator
+# Per global block, a rank holds the gathered tokens of all frames, their LayerNorm, the qkv projection
+# (3) and the roped keys: 6 copies of tokens(S) (vggtctl/services/infer_dist.py::_global_block_local).
+GATHER_COPIES = 6.0
 _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 
 
@@ -130,29 +140,40 @@ def estimate_peak_bytes(
     total_frames: int | None = None,
     device: str = "cpu",
     load_dtype: str = "float32",
+    world: int = 1,
 ) -> int:
     """Estimated peak memory of passes over ``frames`` frames (of ``total_frames``; process RSS on CPU).
 
     On CUDA only the pass itself lives on the device (the inputs and outputs of all frames stay on the
     host), so the ``pixels`` term counts one pass.
 
+    With ``world > 1`` devices it is the peak of the busiest one (the rank with ``ceil(frames / world)``
+    frames): frame-local terms over its own frames, the gathered global-attention tokens of all
+    ``frames`` (:data:`GATHER_COPIES`), weights and outputs replicated.
+
     Activations are fitted in float32; with bf16/fp16 weights on CUDA the aggregator's activations are
     assumed half as large (extrapolated, not measured).
     """
     c = _coefficients(preset)
     cuda = device.startswith("cuda")
-    f = memory_features(config, frames, h, w, frames if cuda else total_frames)
+    total = frames if cuda else (total_frames or frames)
+    local = frames_per_device(frames, world)
+    f = memory_features(config, local, h, w, total)
     low = cuda and load_dtype != "float32"
-    act = (
-        (0.5 if low else 1.0) * c["a_tokens"] * f["tokens"]
-        + c["b_dpt"] * f["dpt"]
-        + c["c_pixels"] * f["pixels"]
-    )
+    token_copies = c["a_tokens"] * f["tokens"]
+    if world > 1:
+        token_copies += GATHER_COPIES * memory_features(config, frames, h, w)["tokens"]
+    act = (0.5 if low else 1.0) * token_copies + c["b_dpt"] * f["dpt"] + c["c_pixels"] * f["pixels"]
     if cuda:
         base = CUDA_CONTEXT_BYTES
     else:
         base = c["runtime_bytes"]
     return int(base + weight_bytes(config, load_dtype) + act)
+
+
+def frames_per_device(frames: int, world: int = 1) -> int:
+    """Frames of the busiest rank when ``frames`` are split across ``world`` devices (rank 0's share)."""
+    return -(-frames // max(1, world))
 
 
 # ---------------------------------------------------------------- available memory
@@ -214,6 +235,8 @@ class InferPlan:
     chunk_bytes: int | None = None
     chunks: list[tuple[int, int]] = field(default_factory=list)
     basis: str = ""
+    world: int = 1  # devices (ranks) sharing every pass; the byte numbers are per device when > 1
+    frames_per_device: int = 0  # the busiest rank's frames of one pass (or of one chunk when chunked)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,14 +244,23 @@ class InferPlan:
     def lines(self) -> list[str]:
         """Human-readable decision with the numbers."""
         h, w = self.image_size_hw
+        per = " per device" if self.world > 1 else ""
         out = [
-            f"plan: {self.frames} frames at {w}x{h}, {self.preset}, {self.dtype} on {self.device}",
-            f"  one pass needs ~{gib(self.one_pass_bytes)}; budget {gib(self.budget_bytes)} ({self.budget_source})",
+            f"plan: {self.frames} frames at {w}x{h}, {self.preset}, {self.dtype} on {self.device}"
+            + (f" x {self.world} devices" if self.world > 1 else ""),
+            f"  one pass needs ~{gib(self.one_pass_bytes)}{per}; budget {gib(self.budget_bytes)}{per} "
+            f"({self.budget_source})",
         ]
+        if self.world > 1:
+            out.append(
+                f"  each device: <= {self.frames_per_device} frames of a pass for the frame-local parts and "
+                f"heads, global attention over the gathered tokens of all {self.chunk_size or self.frames}, "
+                "weights replicated"
+            )
         if self.mode == "chunked":
             out.append(
                 f"  -> chunked: {len(self.chunks)} chunks of {self.chunk_size} frames, overlap {self.overlap}, "
-                f"~{gib(self.chunk_bytes or 0)} per chunk ({self.reason})"
+                f"~{gib(self.chunk_bytes or 0)}{per} per chunk ({self.reason})"
             )
         else:
             out.append(f"  -> one pass ({self.reason})")
@@ -265,8 +297,10 @@ def plan_inference(
     chunk: str = "auto",
     chunk_size: int | None = None,
     overlap: int | None = None,
+    world: int = 1,
+    ranks_per_host: int | None = None,
 ) -> InferPlan:
-    """Choose one pass or chunks for ``frames`` frames of ``image_hw`` on ``device``.
+    """Choose one pass or chunks for ``frames`` frames of ``image_hw`` on ``device`` (or on each of ``world``).
 
     Args:
         config: The model structure (from the checkpoint header or the preset).
@@ -280,6 +314,10 @@ def plan_inference(
         chunk: ``auto`` (chunk only when one pass does not fit) or ``off`` (never chunk).
         chunk_size: Force chunks of this many frames (overrides ``auto``).
         overlap: Frames shared by consecutive chunks (default :func:`default_overlap`).
+        world: Devices every pass is split across (``--nproc-per-node`` x nodes); budgets and estimates
+            are then per device, and a chunk of N frames puts ``ceil(N / world)`` on the busiest one.
+        ranks_per_host: CPU ranks sharing this host's memory (default ``world``): the detected CPU
+            budget is divided among them (``--max-memory`` is always per device).
 
     Raises:
         ConfigError: Bad chunk settings (``chunk_size <= overlap``, ``chunk_size`` with ``--chunk off``).
@@ -303,13 +341,16 @@ def plan_inference(
 
     def need(n: int) -> int:
         return estimate_peak_bytes(
-            config, preset, n, h, w, total_frames=frames, device=device, load_dtype=load_dtype
+            config, preset, n, h, w, total_frames=frames, device=device, load_dtype=load_dtype, world=world
         )
 
     if max_memory is not None:
         budget, source = int(max_memory), "--max-memory"
     else:
         budget, source = available_bytes(device)
+        share = ranks_per_host if ranks_per_host is not None else world
+        if not device.startswith("cuda") and share > 1:
+            budget, source = budget // share, f"{source}, shared by {share} ranks on this host"
     one = need(frames)
     basis = (
         f"fitted to CPU peak-RSS measurements of {preset if preset in load_fit()['presets'] else 'vggt-1b'} "
@@ -332,6 +373,8 @@ def plan_inference(
         mode="one-pass",
         reason="",
         basis=basis,
+        world=world,
+        frames_per_device=frames_per_device(frames, world),
     )
     usable = SAFETY * budget
     if chunk_size is not None and chunk_size < frames:
@@ -355,16 +398,18 @@ def _chunked(plan: InferPlan, size: int, overlap: int, per_chunk: int, reason: s
     plan.mode = "chunked"
     plan.chunk_size, plan.overlap, plan.chunk_bytes = size, overlap, per_chunk
     plan.chunks = chunk_ranges(plan.frames, size, overlap)
+    plan.frames_per_device = frames_per_device(size, plan.world)
     plan.reason = reason
     return plan
 
 
 def _too_big(plan: InferPlan, chunk: str, smallest: int | None = None) -> MemoryPlanError:
     h, w = plan.image_size_hw
+    per = f" per device ({plan.world} devices)" if plan.world > 1 else ""
     what = (
-        f"one pass over {plan.frames} frames at {w}x{h} needs ~{gib(plan.one_pass_bytes)}"
+        f"one pass over {plan.frames} frames at {w}x{h} needs ~{gib(plan.one_pass_bytes)}{per}"
         if smallest is None
-        else f"even the smallest chunk at {w}x{h} needs ~{gib(smallest)}"
+        else f"even the smallest chunk at {w}x{h} needs ~{gib(smallest)}{per}"
     )
     hint = (
         "drop --chunk off (chunks of frames are aligned into one reconstruction), pass fewer frames, "

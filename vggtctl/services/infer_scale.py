@@ -6,16 +6,16 @@ Kept apart from :mod:`vggtctl.services.infer` (the command's outputs) so the two
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vggtctl.errors import InputError
+from vggtctl.errors import InputError, UsageError, VggtctlError
 from vggtctl.progress import NULL_PROGRESS, Progress
-from vggtctl.services.infer_plan import InferPlan, parse_memory, plan_inference
+from vggtctl.services.infer_plan import InferPlan, MemoryPlanError, parse_memory, plan_inference
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -145,8 +145,13 @@ def plan_for(
     device: str,
     dtype_name: str,
     weights_dtype: str,
+    world: int = 1,
+    ranks_per_host: int | None = None,
 ) -> InferPlan:
-    """The memory plan for this run's settings (``max_memory``, ``chunk``, ``chunk_size``, ``overlap``)."""
+    """The memory plan for this run's settings (``max_memory``, ``chunk``, ``chunk_size``, ``overlap``).
+
+    ``world`` devices split every pass (per-device numbers); ``ranks_per_host`` CPU ranks share a host.
+    """
     return plan_inference(
         model_cfg,
         preset,
@@ -159,7 +164,49 @@ def plan_for(
         chunk=config.chunk,
         chunk_size=config.chunk_size,
         overlap=config.overlap,
+        world=world,
+        ranks_per_host=ranks_per_host,
     )
+
+
+def world_layout() -> tuple[int, int]:
+    """``(world size, ranks on this host)`` of the running process group, ``(1, 1)`` without one."""
+    import os
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1, 1
+    world = dist.get_world_size()
+    return world, int(os.environ.get("LOCAL_WORLD_SIZE", world))
+
+
+def agree_on_plan(make: Callable[[], InferPlan]) -> InferPlan:
+    """Every rank runs rank 0's plan (ranks read free memory at slightly different moments).
+
+    Rank 0 plans and broadcasts the plan, or its error, which every rank then raises with the same
+    message and exit code (no rank is left waiting in a collective).
+    """
+    import torch.distributed as dist
+
+    if not distributed():
+        return make()
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("plan", make().to_dict())
+        except VggtctlError as e:
+            box[0] = ("error", type(e).__name__, e.message, e.hint, e.exit_code)
+    dist.broadcast_object_list(box, src=0)
+    if box[0][0] == "error":
+        _, name, message, hint, code = box[0]
+        err = MemoryPlanError(message, hint) if name == "MemoryPlanError" else UsageError(message, hint)
+        err.exit_code = code
+        raise err
+    d = dict(box[0][1])
+    d["image_size_hw"] = tuple(d["image_size_hw"])
+    d["chunks"] = [tuple(c) for c in d["chunks"]]
+    return InferPlan(**d)
 
 
 def distributed() -> bool:
