@@ -24,12 +24,17 @@ from vggtctl.services.infer_plan import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _measure(tmp_path: Path, *args: int) -> int:
+def _measure(tmp_path: Path, weights: Path, *args: int, preset: str = "tiny", random_1b: bool = False) -> int:
+    """Peak RSS (VmHWM) of a fresh process that loads ``weights`` from its file and runs one forward.
+
+    The protocol of the rows the fit came from (``benchmarks/bench_scale.py``): the checkpoint exists
+    before the measured process starts (generating the tiny one in-process leaves ~30 MB of heap behind)
+    and every weight is paged in.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VGGTCTL_HOME": str(tmp_path / "home")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "scripts" / "forward_peak.py"), *map(str, args)],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "tests" / "scripts" / "forward_peak.py"), "--weights", str(weights),
+           "--preset", preset, *(["--random-1b"] if random_1b else []), *map(str, args)]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"])
 
@@ -37,16 +42,34 @@ def _measure(tmp_path: Path, *args: int) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("shape", [(20, 126, 168), (12, 126, 168, 6, 2)], ids=["one-pass", "chunked"])
-def test_estimate_within_15_percent_of_the_measured_peak(tmp_path: Path, shape: tuple[int, ...]) -> None:
+def test_estimate_within_15_percent_of_the_measured_peak(
+    tmp_path: Path, tiny_checkpoint: Path, shape: tuple[int, ...]
+) -> None:
     s, h, w = shape[:3]
-    measured = _measure(tmp_path, *shape)
+    measured = _measure(tmp_path, tiny_checkpoint, *shape)
     n = shape[3] if len(shape) > 3 else s
     est = estimate_peak_bytes(get_config("tiny"), "tiny", n, h, w, total_frames=s)
-    # The issue asks for 15 %. In the venv the fit came from it holds (-2 %..+11 %), but a fresh `make venv`
-    # with identical package versions peaks ~100 MB higher during load + forward (torch's import matches
-    # the fitted runtime term to 10 MB; the cause is not found yet): 19 % and 24 % above the estimate.
-    # Until that is understood the bound is 30 %, which still fails a fit that is off by a whole term.
-    assert abs(est / measured - 1) <= 0.30, (est, measured)
+    assert abs(est / measured - 1) <= 0.15, (est, measured)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_estimate_within_15_percent_for_the_1b_architecture(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """VGGT-1B-shaped random weights at 224² on CPU: one pass and chunks (needs ~5.5 GB: heavy lock by hand).
+
+    Slow (about 3-5 minutes on 2 shared cores, plus writing 5 GB of random weights once unless
+    ``VGGTCTL_BENCH_WEIGHTS`` names them): the only check of the 1B coefficients against a fresh process.
+    """
+    reuse = os.environ.get("VGGTCTL_BENCH_WEIGHTS")
+    weights = Path(reuse) if reuse else tmp_path_factory.mktemp("w1b") / "vggt-1b-random.safetensors"
+    cfg = get_config("vggt-1b")
+    tmp = tmp_path_factory.mktemp("m1b")
+    for shape in ((2, 224, 224), (3, 224, 224, 2, 1)):
+        s, h, w = shape[:3]
+        measured = _measure(tmp, weights, *shape, preset="vggt-1b", random_1b=True)
+        n = shape[3] if len(shape) > 3 else s
+        est = estimate_peak_bytes(cfg, "vggt-1b", n, h, w, total_frames=s)
+        assert abs(est / measured - 1) <= 0.15, (shape, est, measured)
 
 
 def test_the_shipped_fit_covers_tiny_and_1b() -> None:

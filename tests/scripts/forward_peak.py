@@ -1,34 +1,68 @@
-"""Peak RSS of one `vggtctl infer`-style forward in this fresh process: argv = frames height width [chunk overlap].
+"""Peak RSS of one `vggtctl infer`-style forward in this fresh process, the protocol of the memory fit.
 
-Loads the tiny model through ``load_model``, runs ``predict`` (or ``predict_chunked``) on seeded random
-images and prints ``{"peak_bytes": VmHWM}`` as JSON.
+    forward_peak.py [--weights FILE] [--preset P] [--random-1b] FRAMES HEIGHT WIDTH [CHUNK OVERLAP]
+
+As ``benchmarks/bench_scale.py`` measures the rows the fit (``vggtctl/services/memory_fit.json``) came
+from: load a checkpoint *file* through ``load_model`` (``--weights``; default the seeded tiny checkpoint),
+page every weight in, then run ``predict`` (or ``predict_chunked``) on seeded random images. Prints
+``{"peak_bytes": VmHWM, "stages": {...}}`` as JSON, with VmHWM/VmRSS (bytes) after import, load, forward.
+``--random-1b`` writes random VGGT-1B-shaped weights to ``--weights`` first when the file is missing
+(``benchmarks/bench_model.py``'s streamed writer, about 1 minute and 5 GB of disk).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _status() -> dict[str, int]:
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("VmHWM", "VmRSS"):
+            out[key] = int(line.split()[1]) * 1024
+    return out
+
 
 def main() -> int:
-    s, h, w = (int(v) for v in sys.argv[1:4])
-    chunk = [int(v) for v in sys.argv[4:6]]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights")
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--random-1b", action="store_true")
+    ap.add_argument("shape", nargs="+", type=int)
+    args = ap.parse_args()
+    s, h, w = args.shape[:3]
+    chunk = args.shape[3:5]
+    if args.random_1b and not Path(args.weights).is_file():
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from bench_model import make_random_weights
+
+        make_random_weights(Path(args.weights), "vggt-1b")
+    import torch
+
     from vggtctl import load_model
     from vggtctl.services.infer import predict
     from vggtctl.services.infer_chunked import predict_chunked
 
-    model = load_model("tiny")
+    stages = {"import": _status()}
+    model = load_model(args.weights or "tiny", preset=args.preset)
+    with torch.inference_mode():  # a forward reads every weight; count them all, as the fit rows do
+        sum(float(p.float().sum()) for p in model.parameters())
+    stages["load"] = _status()
     images = np.random.default_rng(0).random((s, 3, h, w), dtype=np.float32)
     if chunk:
         predict_chunked(lambda x: predict(model, x), images, chunk[0], chunk[1])
     else:
         predict(model, images)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            print(json.dumps({"peak_bytes": int(line.split()[1]) * 1024}))
+    stages["forward"] = _status()
+    print(json.dumps({"peak_bytes": stages["forward"]["VmHWM"], "stages": stages}))
     return 0
 
 
