@@ -87,3 +87,34 @@ def test_rotation_lowers_int8_error_with_outlier_channels() -> None:
         with torch.no_grad():
             errors[name] = float((candidate(x) - ref).norm() / ref.norm())
     assert errors["hadamard"] < 0.5 * errors["plain"]
+
+
+def test_static_int8_kernel_is_exact_integer_arithmetic() -> None:
+    """StaticInt8Linear on CPU multiplies int8 by int8 into int32 (``torch._int_mm``): the result is the
+    exact integer dot product times ``act_scale * weight_scale``, so it depends on no float summation
+    order (thread count, blocking). The float-GEMM simulation of the same grid agrees to float rounding."""
+    from vggtctl.services.quantize.modules import StaticInt8Linear
+
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(96, 64)
+    x = torch.randn(3, 50, 96, generator=g)
+    x[..., 5] *= 20.0  # an outlier channel: values beyond the calibrated range are clipped to it
+    scale = float(x.abs().amax()) / QMAX / 4
+    for per_tensor in (False, True):
+        q = StaticInt8Linear(layer, scale, per_tensor_weight=per_tensor)
+        with torch.no_grad():
+            got = q(x)
+            xq = torch.clamp(torch.round(x / scale), -QMAX - 1, QMAX).to(torch.int64)
+            exact = (xq @ q.qweight.to(torch.int64).t()).to(torch.float64)
+            ref = exact * scale * q.weight_scale.reshape(1, -1).double() + layer.bias.double()
+            # float32 rounding of the int32 sum and of two products: a few ulp of the output's size.
+            assert (got.double() - ref).abs().max() <= 1e-6 * ref.abs().max()
+            sim = q.forward_simulated(x)
+            assert (sim - got).abs().max() <= 1e-5 * got.abs().max()
+            before = torch.get_num_threads()
+            try:
+                torch.set_num_threads(1)
+                one = q(x)
+            finally:
+                torch.set_num_threads(before)
+            assert torch.equal(one, got)

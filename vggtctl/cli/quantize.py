@@ -24,6 +24,8 @@ Examples:
 
   vggtctl quantize --rotate hadamard --quantize-heads --out vggt_int8 --json
 
+  vggtctl quantize --type weight-only --weight-dtype fp8 --out vggt_fp8
+
   vggtctl infer scene/images --model vggt_int8 --out out/scene
 """
 
@@ -38,6 +40,11 @@ class ObserverKind(str, Enum):
     minmax = "minmax"
     histogram = "histogram"
     per_channel = "per_channel"
+
+
+class WeightDtype(str, Enum):
+    int = "int"
+    fp8 = "fp8"
 
 
 class Rotation(str, Enum):
@@ -106,6 +113,14 @@ def quantize_command(
         Rotation, typer.Option("--rotate", help="Fold a Hadamard rotation into the aggregator Linears first.")
     ] = Rotation.none,
     bits: Annotated[int, typer.Option("--bits", help="8, or 4 (weight-only, CUDA).")] = 8,
+    weight_dtype: Annotated[
+        WeightDtype,
+        typer.Option(
+            "--weight-dtype",
+            help="Number format of the quantized weights: int (--bits 8|4) or fp8 (e4m3, 8 bits; "
+            "weight-only runs on CPU too, dynamic needs CUDA >= sm_89).",
+        ),
+    ] = WeightDtype.int,
     device: DeviceOption = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact folder.")] = Path("vggt_quantized"),
     compare: Annotated[
@@ -149,6 +164,7 @@ def quantize_command(
         quantize_patch_embed=quantize_patch_embed,
         rotate=rotate.value,
         bits=bits,
+        weight_dtype=weight_dtype.value,
         device=device,
         compare=compare,
         eval_data=eval_data,
@@ -176,7 +192,7 @@ def _render(console: Any, r: dict[str, Any]) -> None:
 
     schemes = ", ".join(f"{n} {k}" for k, n in sorted(r["layers"].items()))
     console.print(
-        f"{r['method']} int{r['bits']} (observer {r['observer'] or '-'}, rotation {r['rotation']}) on "
+        f"{r['method']} {'fp8' if r.get('weight_dtype') == 'fp8' else 'int' + str(r['bits'])} (observer {r['observer'] or '-'}, rotation {r['rotation']}) on "
         f"{r['device']}: {schemes}; {len(r['float_layers'])} layers or layer kinds kept float (report.json lists them)"
     )
     console.print(f"artifact: {r['out']} ({_mb(r['file_bytes'])}); use it with --model {r['out']}")

@@ -6,6 +6,9 @@ Per layer (see :mod:`.selection`) one *scheme*:
 - ``int8-weight``: torchao ``Int8WeightOnlyConfig`` (Linear) or :class:`~.modules.Int8Conv` (conv).
 - ``int4-weight``: torchao ``Int4WeightOnlyConfig`` (group size 128; CUDA only).
 - ``int8-static``: :class:`~.modules.StaticInt8Linear` with the calibrated activation scale.
+- ``fp8-weight``: torchao ``Float8WeightOnlyConfig`` (float8 e4m3 weights, per-row scale, dequantised
+  per call; runs on CPU too). ``fp8-dynamic``: ``Float8DynamicActivationFloat8WeightConfig`` (CUDA,
+  compute capability >= 8.9). Convolutions stay int8 weight-only (torchao quantizes Linears only).
 
 The same plan applied to a meta-device model gives the exact module structure of the artifact, so
 its state dict loads with ``assign=True`` and nothing float is ever materialised.
@@ -22,13 +25,16 @@ from torch import nn
 from .hadamard import rotated
 from .modules import Int8Conv, StaticInt8Linear
 
-TORCHAO_SCHEMES = ("int8-dynamic", "int8-weight", "int4-weight")
+TORCHAO_SCHEMES = ("int8-dynamic", "int8-weight", "int4-weight", "fp8-weight", "fp8-dynamic")
+FP8_SCHEMES = ("fp8-weight", "fp8-dynamic")
 
 
-def scheme_for(op: str, qtype: str, bits: int, calibrated: bool) -> str:
+def scheme_for(op: str, qtype: str, bits: int, calibrated: bool, weight_dtype: str = "int") -> str:
     """The scheme of one layer for a quantization type."""
     if op == "conv":
         return "int8-weight"
+    if weight_dtype == "fp8":
+        return "fp8-dynamic" if qtype == "dynamic" else "fp8-weight"
     if qtype == "dynamic":
         return "int8-dynamic"
     if qtype == "static":
@@ -51,11 +57,17 @@ def rotate_layers(model: nn.Module, names: Sequence[str]) -> None:
 
 def _torchao_config(scheme: str) -> Any:
     from torchao.quantization import (
+        Float8DynamicActivationFloat8WeightConfig,
+        Float8WeightOnlyConfig,
         Int4WeightOnlyConfig,
         Int8DynamicActivationInt8WeightConfig,
         Int8WeightOnlyConfig,
     )
 
+    if scheme == "fp8-weight":
+        return Float8WeightOnlyConfig()
+    if scheme == "fp8-dynamic":
+        return Float8DynamicActivationFloat8WeightConfig()
     if scheme == "int8-dynamic":
         return Int8DynamicActivationInt8WeightConfig()
     if scheme == "int4-weight":

@@ -12,8 +12,13 @@ TYPES = ("dynamic", "static", "weight-only")
 OBSERVERS = ("minmax", "histogram", "per_channel")
 ROTATIONS = ("none", "hadamard")
 BITS = (8, 4)
+# The weights' number format: int (8 or 4 bits) or fp8 (float8 e4m3, 8 bits, through torchao).
+WEIGHT_DTYPES = ("int", "fp8")
 # Formats this vggtctl reads; an artifact written by a newer one is refused, not misread.
-FORMAT_VERSION = 1
+# 1: int8/int4 layers. 2: fp8 layers too (torchao Float8Tensor parts); int artifacts are still
+# written as 1 (their layout is unchanged), so older vggtctl versions keep reading them.
+FORMAT_VERSION = 2
+INT_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -35,6 +40,8 @@ class QuantizeConfig:
         quantize_patch_embed: Also quantize the DINOv2 patch-embed blocks' Linears (24 % of VGGT-1B).
         rotate: ``none`` or ``hadamard`` (rotation folded into the aggregator blocks' Linears).
         bits: 8, or 4 (weight-only on CUDA).
+        weight_dtype: ``int`` or ``fp8`` (float8 e4m3 weights: ``weight-only`` on CPU and CUDA,
+            ``dynamic`` with fp8 activations on CUDA compute capability >= 8.9 only).
         device: Where to quantize and compare: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         compare: Write the float-vs-quantized comparison into ``report.json``.
         eval_data: ETH3D-layout root with ground truth for the comparison's metrics.
@@ -58,6 +65,7 @@ class QuantizeConfig:
     quantize_patch_embed: bool = True
     rotate: str = "none"
     bits: int = 8
+    weight_dtype: str = "int"
     device: str = "auto"
     compare: bool = True
     eval_data: Path | None = None
@@ -98,6 +106,17 @@ class QuantizeConfig:
                 Problem.of(
                     ("bits", "type"),
                     "4-bit is weight-only (torchao int4 kernels); activations stay 8-bit or float",
+                    refs=("type",),
+                )
+            )
+        if self.weight_dtype not in WEIGHT_DTYPES:
+            p.append(Problem.of("weight_dtype", f"one of {', '.join(WEIGHT_DTYPES)}", self.weight_dtype))
+        elif self.weight_dtype == "fp8" and (self.type == "static" or self.bits != 8):
+            p.append(
+                Problem.of(
+                    ("weight_dtype", "type"),
+                    "fp8 is 8-bit weight-only or dynamic (torchao's float8 configs); static and --bits 4 "
+                    "are int",
                     refs=("type",),
                 )
             )

@@ -5,9 +5,11 @@
   convolutions are 7 % of VGGT-1B and must be int8 for the artifact to reach 1/4 of the float file.
 - :class:`StaticInt8Linear`: int8 weights and a calibrated per-tensor activation scale.
   torchao 0.18's ``Int8StaticActivationInt8WeightConfig`` runs, but its tensors cannot be flattened
-  to safetensors and it asserts on per-row weights, so static layers are this module. It runs as
-  simulated int8 (inputs rounded and clamped to the calibrated int8 grid, int8 weights, float GEMM):
-  storage is real int8, the arithmetic matches an int8 kernel up to float summation order.
+  to safetensors and it asserts on per-row weights, so static layers are this module. On CPU it
+  computes in int8: inputs are rounded to the calibrated int8 grid, ``torch._int_mm`` multiplies
+  them with the int8 weights into exact int32 sums, and one float multiply by ``act_scale *
+  weight_scale`` dequantizes. Elsewhere (CUDA, not measured here) it runs the same arithmetic
+  simulated (float GEMM on the rounded values), equal up to float summation order.
 
 Both keep plain tensors (``qweight`` int8, ``weight_scale`` float32, ``bias``) so their state dicts
 go to safetensors as is, and both can be built on the meta device from the float module's shape.
@@ -131,6 +133,28 @@ class StaticInt8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = fwht(x, self.block)
+        if x.device.type == "cpu" and self.int_kernel:
+            return self.forward_int8(x)
+        return self.forward_simulated(x)
+
+    # Real int8 GEMM on CPU (oneDNN: AMX / VNNI where the CPU has them). Off only to measure against
+    # the simulated path (tests, the benchmark); a class attribute, so it is no state-dict entry.
+    int_kernel = True
+
+    def forward_int8(self, x: Tensor) -> Tensor:
+        """``round(x / s_a)`` to int8, ``torch._int_mm`` (int8 x int8 -> exact int32), then ``* s_a * s_w``."""
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        xq = torch.clamp(torch.round(x2 / self.act_scale.to(x.dtype)), -QMAX - 1, QMAX).to(torch.int8)
+        acc = torch._int_mm(xq, self.qweight.t())
+        out_scale = self.act_scale * self.weight_scale.reshape(1, -1)  # float32, [1, out] or [1, 1]
+        y = acc.to(torch.float32) * out_scale
+        if self.bias is not None:
+            y = y + self.bias.to(torch.float32)
+        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+
+    def forward_simulated(self, x: Tensor) -> Tensor:
+        """The same arithmetic with a float GEMM (inputs rounded to the calibrated grid, int8 weights)."""
         scale = self.act_scale.to(x.dtype)
         xq = torch.clamp(torch.round(x / scale), -QMAX - 1, QMAX) * scale
         w = self.qweight.to(x.dtype) * self.weight_scale.to(x.dtype)

@@ -21,7 +21,7 @@ from vggtctl.utils.atomic import StagedDir, atomic_write_json
 
 from .artifact import ARTIFACT_KIND, MANIFEST, REPORT, WEIGHTS, config_sha256, is_artifact
 from .calibration import CalibrationSet, choose_frames, load_scene
-from .config import FORMAT_VERSION, QuantizeConfig
+from .config import FORMAT_VERSION, INT_FORMAT_VERSION, QuantizeConfig
 
 PATCH_TOKENS_NOTE = (
     "activation ranges calibrated on patch tokens only (camera/register/cls tokens are "
@@ -45,6 +45,7 @@ class QuantizeResult:
     calibration: dict[str, Any] | None
     report: dict[str, Any] | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    weight_dtype: str = "int"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +91,14 @@ def _compare_frames(config: QuantizeConfig, calibration: CalibrationSet | None, 
         work / "synthetic", scenes=1, views=max(config.compare_frames, 2), seed=config.seed
     )
     return choose_frames(scene, 1, config.compare_frames, config.seed, what="comparison")
+
+
+def _fp8_compute_ok(device: str) -> bool:
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
 
 
 def quantize_model(
@@ -138,7 +147,7 @@ def quantize_model(
     per_tensor_weight = observer in ("minmax", "histogram")
     layers = []
     for p in plans:
-        scheme = scheme_for(p.op, config.type, config.bits, p.name in scales)
+        scheme = scheme_for(p.op, config.type, config.bits, p.name in scales, config.weight_dtype)
         entry = {**p.to_dict(), "scheme": scheme}
         if scheme == "int8-static":
             entry["act_scale"] = scales[p.name]
@@ -175,6 +184,13 @@ def quantize(config: QuantizeConfig, progress: Progress = NULL_PROGRESS) -> Quan
         raise UsageError(
             "4-bit weight-only quantization needs CUDA (torchao's int4 kernels have no CPU path here)",
             "run with --device cuda on a GPU machine, or use --bits 8",
+        )
+    if config.weight_dtype == "fp8" and config.type == "dynamic" and not _fp8_compute_ok(device):
+        raise UsageError(
+            f"fp8 dynamic quantization (fp8 activations and weights) needs CUDA with compute capability "
+            f">= 8.9 (torchao's float8 GEMM); {device} has none",
+            "run with --device cuda on an Ada/Hopper GPU, or use --type weight-only --weight-dtype fp8 "
+            "(runs on CPU)",
         )
     _check_out(config)
     resolved = _check_source(config, progress)
@@ -215,7 +231,8 @@ def _quantize(
     timings["quantize"] = time.perf_counter() - t0
     observer = config.effective_observer
     manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if config.weight_dtype == "fp8" else INT_FORMAT_VERSION,
+        "weight_dtype": config.weight_dtype,
         "kind": ARTIFACT_KIND,
         "method": config.type,
         "observer": observer,
@@ -271,6 +288,7 @@ def _quantize(
                 "method": config.type,
                 "observer": observer,
                 "rotation": config.rotate,
+                "weight_dtype": config.weight_dtype,
                 "layers": counts,
                 "quantized_layers": [layer["name"] for layer in layers],
                 "float_layers": float_layers,
@@ -292,4 +310,5 @@ def _quantize(
         calibration=manifest["calibration"],
         report=report,
         timings_s=timings,
+        weight_dtype=config.weight_dtype,
     )
