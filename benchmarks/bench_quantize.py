@@ -1,13 +1,22 @@
-"""Dynamic int8 VGGT-1B vs float32 on this CPU: artifact size, latency, peak load memory, output error.
+"""Int8 VGGT-1B vs float32 on this CPU: artifact size, latency, peak load memory, output error.
 
 The 1B architecture with seeded random weights (size and speed do not depend on the values; the
 output error of trained weights differs, see docs/quantize.md). Writes the float32 safetensors
 (~5 GB) and the artifact into a temp folder, quantizes through the real service
 (``--type dynamic --quantize-heads``), then in one process, with the same thread count, loads each
 model (peak RSS during the load, VmHWM reset between) and times ``--repeats`` forwards per image
-size (median, after one warm-up). Run it under the heavy-memory lock:
+size (median, after one warm-up). Peak memory is also measured the way the report does it: each
+model's load + one forward in a child process of its own (``own_process``), so the float model
+loaded first does not inflate the int8 figure.
 
-    flock /work/locks/heavy.lock python benchmarks/bench_quantize.py [--sizes 224,518] [--frames 2] [--repeats 3]
+``--static-presets tiny,vggt-1b`` adds the static int8 kernel: per preset, in one process at
+``--static-size`` (224), fp32 vs static int8 computed in int8 (``torch._int_mm``) vs the same
+static int8 simulated with a float GEMM (the pre-kernel path). The activation scales there are a
+fixed stand-in (speed does not depend on their values; the real calibrated error is the tiny
+model's report, tests/test_quantize.py). Run it under the heavy-memory lock:
+
+    flock /work/locks/heavy.lock python benchmarks/bench_quantize.py [--sizes 224,518] [--frames 2] \
+        [--repeats 3] [--static-presets tiny,vggt-1b]
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, write_result  # noqa: E402
@@ -47,12 +58,74 @@ def _time(model: object, x: object, repeats: int) -> tuple[float, list[float], d
     return statistics.median(times), times, preds
 
 
+def _static_rows(preset: str, size: int, frames: int, repeats: int) -> dict:
+    """fp32 vs static int8 (int8 GEMM) vs static int8 simulated, one process, same threads.
+
+    The three are timed in interleaved rounds (fp32, kernel, simulated; ``repeats`` times after a
+    warm-up of each), so a change in the shared machine's load hits all three alike.
+    """
+    import copy
+
+    import torch
+
+    from vggtctl.models.vggt.config import get_config
+    from vggtctl.models.vggt.model import VGGT
+    from vggtctl.services.infer import predict
+    from vggtctl.services.quantize.apply import apply_schemes
+    from vggtctl.services.quantize.compare import output_errors
+    from vggtctl.services.quantize.modules import StaticInt8Linear
+    from vggtctl.services.quantize.selection import plan_layers
+
+    torch.manual_seed(0)
+    model = VGGT(get_config(preset)).eval()
+    x = torch.rand(frames, 3, size, size, generator=torch.Generator().manual_seed(0))
+    quantized = copy.deepcopy(model)
+    # Stand-in activation scales (4 / 127 for every layer): speed does not depend on the values.
+    plans, _ = plan_layers(quantized, attention=True, heads=True, patch_embed=True, rotate=False)
+    layers = [{**p.to_dict(), "scheme": "int8-static" if p.op == "linear" else "int8-weight"} for p in plans]
+    apply_schemes(quantized, layers, {p.name: 4.0 / 127 for p in plans}, per_tensor_weight=False)
+    variants = {
+        "fp32": (model, True),
+        "int8_static_kernel": (quantized, True),
+        "int8_static_simulated": (quantized, False),
+    }
+    row: dict = {"preset": preset, "size": size, "frames": frames, "threads": torch.get_num_threads()}
+    row["static_layers"] = sum(layer["scheme"] == "int8-static" for layer in layers)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    preds: dict[str, dict] = {}
+    try:
+        for round_ in range(repeats + 1):
+            for name, (m, kernel) in variants.items():
+                StaticInt8Linear.int_kernel = kernel
+                t0 = time.perf_counter()
+                out = predict(m, x)
+                if round_ == 0:
+                    preds[name] = out  # warm-up round: outputs kept, time not
+                else:
+                    times[name].append(time.perf_counter() - t0)
+    finally:
+        StaticInt8Linear.int_kernel = True
+    for name in variants:
+        row[f"{name}_s_median"], row[f"{name}_s_all"] = statistics.median(times[name]), times[name]
+        if name != "fp32":
+            row[f"{name}_error_vs_fp32"] = output_errors(preds["fp32"], preds[name])
+    row["speedup_kernel_vs_fp32"] = row["fp32_s_median"] / row["int8_static_kernel_s_median"]
+    row["speedup_kernel_vs_simulated"] = (
+        row["int8_static_simulated_s_median"] / row["int8_static_kernel_s_median"]
+    )
+    del model, quantized
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="224,518")
     parser.add_argument("--frames", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--static-presets", default="", help="e.g. tiny,vggt-1b (empty: skip)")
+    parser.add_argument("--static-size", type=int, default=224)
+    parser.add_argument("--skip-dynamic", action="store_true", help="only the static section")
     args = parser.parse_args()
 
     import torch
@@ -60,9 +133,24 @@ def main() -> None:
     from vggtctl.services.model_loader import load_model
     from vggtctl.services.quantize import QuantizeConfig
     from vggtctl.services.quantize.compare import output_errors, peak_rss
+    from vggtctl.services.quantize.peak import child_peak
     from vggtctl.services.quantize.run import quantize
 
     result: dict = {"machine": machine(), "frames": args.frames, "repeats": args.repeats, "sizes": {}}
+    result["static"] = [
+        _static_rows(p, args.static_size, args.frames, args.repeats)
+        for p in args.static_presets.split(",")
+        if p
+    ]
+    for row in result["static"]:
+        print(
+            f"static {row['preset']} {row['size']}: fp32 {row['fp32_s_median']:.2f}s int8 kernel "
+            f"{row['int8_static_kernel_s_median']:.2f}s simulated {row['int8_static_simulated_s_median']:.2f}s",
+            file=sys.stderr,
+        )
+    if args.skip_dynamic:
+        print(write_result("quantize", result, args.out))
+        return
     with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp:
         float_file = Path(tmp) / "model.safetensors"
         t0 = time.perf_counter()
@@ -94,6 +182,11 @@ def main() -> None:
             result[f"{name}_load_s"] = load_s
             result[f"{name}_peak_load_bytes"] = mem["peak_bytes"]
         result["threads"] = torch.get_num_threads()
+        first = int(args.sizes.split(",")[0])
+        frames_file = Path(tmp) / "frames.npy"
+        np.save(frames_file, torch.rand(args.frames, 3, first, first).numpy())
+        for name, src in (("fp32", float_file), ("int8_dynamic", art)):
+            result[f"{name}_own_process"] = child_peak(str(src), frames_file, "cpu", result["threads"])
         g = torch.Generator().manual_seed(0)
         for size in (int(s) for s in args.sizes.split(",")):
             x = torch.rand(args.frames, 3, size, size, generator=g)

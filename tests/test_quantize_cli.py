@@ -13,7 +13,15 @@ from tests.helpers_cli import run_cli
 def test_help_lists_options_and_examples() -> None:
     r = run_cli("quantize", "--help")
     assert r.exit_code == 0
-    for flag in ("--type", "--observer", "--calibration-data", "--rotate", "--quantize-heads", "--compare"):
+    for flag in (
+        "--type",
+        "--observer",
+        "--calibration-data",
+        "--rotate",
+        "--quantize-heads",
+        "--compare",
+        "--weight-dtype",
+    ):
         assert flag in r.stdout
     assert "vggtctl quantize --model tiny" in r.stdout
 
@@ -45,6 +53,18 @@ def test_guide_spellings_reach_the_same_validation(tmp_path: Path) -> None:
     assert r.exit_code == 2
     assert "--calibration-samples 0 (at least 1 scene)" in r.stderr
     assert "--calibration-data" in r.stderr  # static without a folder, reported in the same line
+    assert not (tmp_path / "q").exists()
+
+
+def test_fp8_dynamic_on_cpu_exits_2_and_writes_nothing(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    r = run_cli(
+        "quantize", "--model", tiny_checkpoint, "--out", tmp_path / "q", "--weight-dtype", "fp8",
+        "--device", "cpu", "--no-compare",
+    )  # fmt: skip
+    assert r.exit_code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("Error: fp8 dynamic quantization") and "compute capability" in lines[0]
+    assert lines[1].startswith("Hint: ") and "--type weight-only --weight-dtype fp8" in lines[1]
     assert not (tmp_path / "q").exists()
 
 

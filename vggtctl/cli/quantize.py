@@ -200,7 +200,7 @@ def _render(console: Any, r: dict[str, Any]) -> None:
     if not rep:
         return
     table = Table(show_header=True, header_style="bold", box=None)
-    for col in ("", "file", "latency (median)", "peak load", "peak run"):
+    for col in ("", "file", "latency (median)", "peak load (own process)", "peak run (own process)"):
         table.add_column(col)
     for name in ("float", "quantized"):
         m = rep[name]
@@ -208,8 +208,8 @@ def _render(console: Any, r: dict[str, Any]) -> None:
             name,
             _mb(m["file_bytes"]),
             f"{m['latency_s_median'] * 1000:.1f} ms",
-            _mb(m["peak_load_bytes"]),
-            _mb(m["peak_run_bytes"]),
+            _mb(m["own_process"]["peak_load_bytes"]),
+            _mb(m["own_process"]["peak_run_bytes"]),
         )
     console.print(table)
     console.print(

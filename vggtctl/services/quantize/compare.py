@@ -1,15 +1,19 @@
 """The float-vs-quantized comparison: sizes, peak memory, latency, output error, GT metrics.
 
 Both models run on the same held-out frames, in the same process, with the same thread count.
-Latency is the median of ``repeats`` timed forwards after one untimed warm-up. Peak memory is the
-process's resident high-water mark (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``)
-while loading and while running each model; it is None where the kernel offers no reset.
+Latency is the median of ``repeats`` timed forwards after one untimed warm-up. Peak memory comes
+two ways: ``own_process`` (the figure to read) is each model's load + one forward in a child process
+of its own (:mod:`.peak`, its ``ru_maxrss``), so the float model never inflates the quantized one's;
+``peak_load_bytes``/``peak_run_bytes`` are the comparing process's resident high-water mark (Linux
+``VmHWM``, reset through ``/proc/self/clear_refs``) in each phase, which includes whatever the
+process held before (None where the kernel offers no reset).
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from vggtctl.progress import NULL_PROGRESS, Progress
+
+from .peak import child_peak
 
 # ---------------------------------------------------------------- memory
 
@@ -162,6 +168,12 @@ def compare(
     f_stats, f_preds = measure_model(lambda: load_model(float_source, device=device), images, device, repeats)
     q_stats, q_preds = measure_model(lambda: load_model(artifact, device=device), images, device, repeats)
     q_file = artifact / WEIGHTS
+    with tempfile.TemporaryDirectory(prefix="vggtctl-peak-") as tmp:
+        frames = Path(tmp) / "frames.npy"
+        np.save(frames, images)
+        threads = int(f_stats["threads"])
+        f_stats["own_process"] = child_peak(float_source, frames, device, threads)
+        q_stats["own_process"] = child_peak(os.fspath(artifact), frames, device, threads)
     report: dict[str, Any] = {
         "frames": int(images.shape[0]),
         "image_hw": [int(images.shape[2]), int(images.shape[3])],

@@ -57,6 +57,18 @@ def load_for_spec(
     return loaded, compute
 
 
+def _model_source(model: Any, config: BuildConfig, spec: CacheSpec) -> dict[str, Any]:
+    """What the header records about the model; a quantized artifact adds its format, base and method."""
+    from vggtctl.services.model_loader import provenance_of
+
+    source: dict[str, Any] = {"source": config.model, "revision": config.revision, "preset": spec.preset}
+    prov = provenance_of(model)
+    if prov is not None and prov.quantization is not None:
+        d = prov.to_dict()
+        source.update(format=d["format"], base=d["base"], quantization=d["quantization"])
+    return source
+
+
 def make_spec(
     model: Any, compute: str, layer: int, image_width: int, mode: str, dtype: str, history: str
 ) -> CacheSpec:
@@ -179,9 +191,7 @@ def run_build(
         if info.is_rank_zero:
             try:
                 stack.enter_context(cache_lock(cache.lock_path))
-                cache.write_header(
-                    spec, {"source": config.model, "revision": config.revision, "preset": spec.preset}
-                )
+                cache.write_header(spec, _model_source(model, config, spec))
                 cache.merge_shards()  # what a killed build left behind
             except CacheLockedError as e:
                 failure = (e.message, e.hint)
