@@ -3,9 +3,12 @@
 In the comparing process the float model has been loaded before the quantized one, so its
 high-water mark says little about what a user of the artifact needs. Here a fresh interpreter
 imports the same libraries (torch, torchao, vggtctl's loader), loads only the one model, runs
-one forward on the given frames and reports its own ``ru_maxrss`` after each phase:
-``baseline_bytes`` (imports done, nothing loaded), ``peak_load_bytes`` (after the load) and
-``peak_run_bytes`` (after the forward). Run as
+one forward on the given frames and reports its own memory: ``baseline_bytes`` (resident size
+with the imports done, nothing loaded), ``peak_load_bytes`` and ``peak_run_bytes`` (the resident
+high-water mark after the load, and after the forward). The high-water mark is Linux's ``VmHWM``,
+reset after the imports through ``/proc/self/clear_refs`` so an import-time spike is not counted.
+Not ``ru_maxrss``: Linux carries it over from the parent through fork and exec, so a child of a
+big process would report the parent's size. Run as
 ``python -m vggtctl.services.quantize.peak SOURCE FRAMES.npy DEVICE THREADS``; one JSON line out.
 """
 
@@ -22,8 +25,20 @@ from typing import Any
 import numpy as np
 
 
-def _maxrss_bytes() -> int:
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+def _status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _hwm_bytes() -> int:
+    hwm = _status_bytes("VmHWM")
+    # Without /proc (not Linux): ru_maxrss, which is then at least this process's own peak.
+    return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def child_peak(source: str, frames: Path, device: str, threads: int, timeout: float = 1800) -> dict[str, Any]:
@@ -58,16 +73,22 @@ def main(argv: list[str]) -> None:
 
     import_torchao()  # both children import the same libraries, so the baselines match
     images = np.load(frames)
-    baseline = _maxrss_bytes()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
+        reset = True
+    except OSError:
+        reset = False
+    baseline = _status_bytes("VmRSS") or _hwm_bytes()
     model = load_model(source, device=device)
-    loaded = _maxrss_bytes()
+    loaded = _hwm_bytes()
     predict(model, images, device=device)
     print(
         json.dumps(
             {
                 "baseline_bytes": baseline,
                 "peak_load_bytes": loaded,
-                "peak_run_bytes": _maxrss_bytes(),
+                "peak_run_bytes": _hwm_bytes(),
+                "hwm_reset": reset,
                 "threads": threads,
             }
         )
