@@ -131,14 +131,15 @@ def test_init_tiny_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_two_process_torchrun_deepspeed_zero2_trains_checkpoints_and_resumes(
+def test_two_process_zero2_trains_checkpoints_and_resumes_under_offload_from_the_cache(
     tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
 ) -> None:
+    """ZeRO-2 live, then the resume from step 1 under zero2-offload reading the feature cache: one launch
+    covers the offload preset (client AdamW, no cpu_adam build) and the 2-process cache read."""
     pytest.importorskip("deepspeed")
     run = tmp_path / "ds"
-    launch = ("--nproc-per-node", "2", "--deepspeed", "zero2")
-    args = (*launch, "grad_accum=2", "save_steps=1", "lr_llm=1e-3", "lr_merger=1e-3")
-    first = _train(tiny_qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    args = ("--nproc-per-node", "2", "grad_accum=2", "save_steps=1", "lr_llm=1e-3", "lr_merger=1e-3")
+    first = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "--deepspeed", "zero2", *args, steps=2)
     assert first.exit_code == 0, first.stderr[-3000:]
     assert json.loads(first.stdout)["world_size"] == 2
     ckpt = run / "checkpoints" / "step_0000002"
@@ -147,16 +148,80 @@ def test_two_process_torchrun_deepspeed_zero2_trains_checkpoints_and_resumes(
     assert (run / "export" / "vln.json").is_file() and (run / "logs" / "rank1.log").is_file()
     losses = _losses(run)
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    assert record["batch_size"] == 4  # 2 ranks x batch 1 x accumulation 2
-    # die after the step-1 checkpoint, resume through DeepSpeed's load_checkpoint
+    assert record["batch_size"] == 4 and record["cache_hit_ratio"] == 0.0  # 2 ranks x batch 1 x accumulation 2
+    # die after the step-1 checkpoint, resume through DeepSpeed's load_checkpoint, now offloaded and cached
     shutil.rmtree(ckpt)
     shutil.rmtree(run / "export")
     (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
-    again = _train(tiny_qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    cache = tmp_path / "cache"
+    built = run_cli("cache", "build", "--data", trajectories, "--cache-dir", cache, "--model", tiny_checkpoint,
+                    "--device", "cpu", "--dtype", "fp32", "--image-width", "112")  # fmt: skip
+    assert built.exit_code == 0, built.stderr
+    again = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "--deepspeed", "zero2-offload", "--cache-dir",
+                   cache, "--cache-required", *args, "ds_cpu_adam=false", steps=2)  # fmt: skip
     assert again.exit_code == 0, again.stderr[-3000:]
     resumed = _losses(run)
     assert sorted(resumed) == [1, 2]
+    # same optimizer math offloaded, fp32 cache values: the live ZeRO-2 run's loss
     assert resumed[2] == pytest.approx(losses[2], rel=1e-5), (losses, resumed)
+    step2 = json.loads((run / "metrics.jsonl").read_text().splitlines()[1])
+    assert step2["cache_hit_ratio"] == 1.0 and step2["cache_hit_ratio_per_rank"] == [1.0, 1.0]
+    assert step2["vggt_time"] < record["vggt_time"]
+    assert "rank_cache_hit_ratio=1" in (run / "logs" / "rank1.log").read_text()
     assert (run / "export" / "vln.json").is_file()
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["step"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights(
+    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """ZeRO-3 partitions every weight (frozen ViT, tied embeddings): training, resume and the gathered export."""
+    pytest.importorskip("deepspeed")
+    from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
+
+    qwen = write_tiny_qwen(tmp_path / "tied", tie_embeddings=True).path
+    run = tmp_path / "z3"
+    args = ("--nproc-per-node", "2", "--deepspeed", "zero3", "grad_accum=2", "save_steps=1", "lr_llm=1e-3",
+            "lr_merger=1e-3")  # fmt: skip
+    first = _train(qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    assert first.exit_code == 0, first.stderr[-3000:]
+    ckpt = run / "checkpoints" / "step_0000002"
+    assert len(list(ckpt.glob("zero_pp_rank_*_mp_rank_00_model_states.pt"))) == 2  # weights partitioned
+    losses = _losses(run)
+    shutil.rmtree(ckpt)
+    shutil.rmtree(run / "export")
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines(keepends=True)[0])
+    again = _train(qwen, trajectories, tiny_checkpoint, run, *args, steps=2)
+    assert again.exit_code == 0, again.stderr[-3000:]
+    resumed = _losses(run)
+    assert sorted(resumed) == [1, 2] and resumed[2] == pytest.approx(losses[2], rel=1e-5), (losses, resumed)
+    assert len({round(v, 6) for v in losses.values()}) == 2
+
+    # The export holds the full (gathered) weights: exactly what DeepSpeed rebuilds from the checkpoint.
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    full = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), "step_0000002")
+    exported = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "export")
+    assert exported.config.tie_word_embeddings
+    assert exported.lm_head.weight.data_ptr() == exported.get_input_embeddings().weight.data_ptr()
+    own = dict(exported.named_parameters())
+    trained = {k[len("qwen."):]: v for k, v in full.items() if k.startswith("qwen.") and k[len("qwen."):] in own}
+    assert len(trained) == len(own)
+    for name, value in trained.items():
+        assert own[name].shape == value.shape and torch.equal(own[name].detach(), value), name
+    base = dict(Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen).named_parameters())
+    assert torch.equal(own["model.visual.blocks.0.attn.qkv.weight"], base["model.visual.blocks.0.attn.qkv.weight"])
+    assert not torch.equal(own["model.language_model.embed_tokens.weight"], base["model.language_model.embed_tokens.weight"])
+
+    sample = tmp_path / "sample.json"
+    frames = sorted((trajectories / "ep001").glob("step_*.png"))[:2]
+    sample.write_text(json.dumps({"id": "s", "images": [str(f) for f in frames], "conversations": [
+        {"from": "human", "value": "<image>now<image> go"}, {"from": "gpt", "value": "STOP"}]}))  # fmt: skip
+    p = run_cli("train-vln", "predict", "--checkpoint", run / "export", "--sample", sample, "--device", "cpu", "--json")
+    assert p.exit_code == 0, p.stderr
+    assert json.loads(p.stdout)["action"] in ACTIONS

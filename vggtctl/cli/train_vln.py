@@ -50,7 +50,7 @@ Helpers: `train-vln init-tiny --out DIR` (a tiny random Qwen2.5-VL folder with a
 (key=value): lam, vggt_layer, merger_hidden, tile_spatial, train_llm, train_qwen_merger,
 train_vggt_merger, lr_llm, lr_merger, weight_decay, warmup_ratio, max_grad_norm, batch_size,
 grad_accum, grad_checkpointing, image_width, num_workers, prefetch_factor, pin_memory, log_steps,
-save_steps, keep_checkpoints, seed (docs/train-vln.md).
+save_steps, keep_checkpoints, seed, ds_cpu_adam (docs/train-vln.md).
 """
 
 INTERRUPT_HINT = "the newest checkpoint is intact: re-run the same command (resume=auto) to continue from it"
@@ -204,12 +204,16 @@ def init_tiny_command(
     hidden_size: Annotated[int, typer.Option("--hidden-size", min=4, help="LLM width (a multiple of 4).")] = 32,
     layers: Annotated[int, typer.Option("--layers", min=1, help="LLM decoder layers.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
+    tie_embeddings: Annotated[
+        bool, typer.Option("--tie-embeddings", help="Share lm_head with the input embeddings (as Qwen2.5-VL-3B).")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Write a tiny random Qwen2.5-VL folder (model, local BPE tokenizer, image processor)."""
     from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
 
-    result = write_tiny_qwen(out, hidden_size=hidden_size, layers=layers, seed=seed).to_dict()
+    result = write_tiny_qwen(out, hidden_size=hidden_size, layers=layers, seed=seed,
+                             tie_embeddings=tie_embeddings).to_dict()  # fmt: skip
     Output(json_mode=json_out).result(
         result,
         lambda c: c.print(

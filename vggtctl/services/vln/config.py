@@ -56,6 +56,8 @@ class VlnTrainConfig:
         seed: Seed of the data order and the new weights.
         deepspeed: DeepSpeed ZeRO preset (zero2, zero2-offload, zero3, zero3-offload) or JSON file; None = plain
             PyTorch (DDP with several processes).
+        ds_cpu_adam: With an offload preset, step with DeepSpeed's CPU Adam (a C++ op compiled on first use;
+            fast); false: torch's AdamW (no build, slower on big models).
         cache_dir: VGGT feature cache (``vggtctl cache build``) to read each sample's tokens from; misses
             are encoded live. None = always live.
         cache_required: With ``cache_dir``, a sample missing from the cache is an error, not a live encode.
@@ -95,6 +97,7 @@ class VlnTrainConfig:
     keep_checkpoints: int = 2
     seed: int = 42
     deepspeed: str | None = None
+    ds_cpu_adam: bool = True
     cache_dir: str | None = None
     cache_required: bool = False
     nccl: dict[str, str] = field(default_factory=dict)

@@ -81,20 +81,25 @@ class PlainEngine:
 class DeepSpeedEngine:
     """A DeepSpeed engine around the VLN model with the client optimizer and scheduler.
 
-    The client optimizer is torch's AdamW (only DeepSpeed's communication op compiles on CPU), or DeepSpeed's
-    CPU Adam when the config offloads the optimizer (DeepSpeed refuses other optimizers then).
+    The client optimizer is torch's AdamW (only DeepSpeed's communication op compiles on CPU). When the config
+    offloads the optimizer it is DeepSpeed's CPU Adam (a C++ op, built on first use, several times faster on
+    big models), or with ``cpu_adam=False`` still torch's AdamW: DeepSpeed refuses a client optimizer under
+    offload unless ``zero_force_ds_cpu_optimizer`` is false, which is then set.
     """
 
-    def __init__(self, model: Any, param_groups: list[dict[str, Any]], schedule: Any, ds_config: dict[str, Any]) -> None:
+    def __init__(self, model: Any, param_groups: list[dict[str, Any]], schedule: Any, ds_config: dict[str, Any],
+                 cpu_adam: bool = True) -> None:  # fmt: skip
         import deepspeed
 
         from vggtctl.runtime.zero import offloads_optimizer, zero_stage
 
-        if offloads_optimizer(ds_config):
+        if offloads_optimizer(ds_config) and cpu_adam:
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
             optimizer: Any = DeepSpeedCPUAdam(param_groups, betas=(0.9, 0.999), eps=1e-8)
         else:
+            if offloads_optimizer(ds_config):
+                ds_config = {**ds_config, "zero_force_ds_cpu_optimizer": False}
             optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(

@@ -79,8 +79,11 @@ def build_tokenizer() -> Any:
     )
 
 
-def tiny_config(tokenizer: Any, hidden_size: int = 32, layers: int = 2) -> Any:
-    """A Qwen2.5-VL config small enough for a CPU test (nested text/vision dicts, 5.x style)."""
+def tiny_config(tokenizer: Any, hidden_size: int = 32, layers: int = 2, tie_embeddings: bool = False) -> Any:
+    """A Qwen2.5-VL config small enough for a CPU test (nested text/vision dicts, 5.x style).
+
+    ``tie_embeddings`` shares ``lm_head`` with the input embeddings, as Qwen2.5-VL-3B does (7B does not).
+    """
     from transformers import Qwen2_5_VLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -104,7 +107,7 @@ def tiny_config(tokenizer: Any, hidden_size: int = 32, layers: int = 2) -> Any:
             bos_token_id=ids["<|endoftext|>"],
             eos_token_id=ids["<|im_end|>"],
             pad_token_id=ids["<|endoftext|>"],
-            tie_word_embeddings=False,
+            tie_word_embeddings=tie_embeddings,
         ),
         vision_config=dict(
             depth=2,
@@ -122,7 +125,7 @@ def tiny_config(tokenizer: Any, hidden_size: int = 32, layers: int = 2) -> Any:
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_embeddings,
     )
 
 
@@ -145,7 +148,8 @@ def build_image_processor() -> Any:
 
 
 def write_tiny_qwen(
-    out: str | os.PathLike[str], *, hidden_size: int = 32, layers: int = 2, seed: int = 0
+    out: str | os.PathLike[str], *, hidden_size: int = 32, layers: int = 2, seed: int = 0,
+    tie_embeddings: bool = False,
 ) -> TinyQwenResult:
     """Write a tiny random Qwen2.5-VL directory (model, tokenizer, processor) that ``from_pretrained`` loads.
 
@@ -154,6 +158,7 @@ def write_tiny_qwen(
         hidden_size: LLM width (a multiple of 4).
         layers: LLM decoder layers.
         seed: Seed of the random weights.
+        tie_embeddings: Share ``lm_head`` with the input embeddings (as Qwen2.5-VL-3B).
 
     Returns:
         Where it went and what it holds.
@@ -166,7 +171,7 @@ def write_tiny_qwen(
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} is a file", "give a folder, e.g. --out tiny-qwen")
     tokenizer = build_tokenizer()
-    config = tiny_config(tokenizer, hidden_size, layers)
+    config = tiny_config(tokenizer, hidden_size, layers, tie_embeddings)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     path.mkdir(parents=True, exist_ok=True)

@@ -68,13 +68,17 @@ def cosine_with_warmup(total: int, warmup_ratio: float):  # type: ignore[no-unty
 
 
 def param_groups(model: VlnModel, config: VlnTrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: LLM at ``lr_llm``, both mergers at ``lr_merger``; no decay on biases and norms."""
+    """AdamW groups: LLM at ``lr_llm``, both mergers at ``lr_merger``; no decay on biases and norms.
+
+    A tied ``lm_head`` (Qwen2.5-VL-3B) is the embedding's parameter: it is listed once.
+    """
     groups = []
+    seen: set[int] = set()
     for name, lr, named in (
         ("llm", config.lr_llm, model.llm_parameters()),
         ("merger", config.lr_merger, model.qwen_merger_parameters() + model.vggt_merger_parameters()),
     ):
-        live = [p for _, p in named if p.requires_grad]
+        live = [p for _, p in named if p.requires_grad and not (id(p) in seen or seen.add(id(p)))]
         decay = [p for p in live if p.dim() > 1]
         plain = [p for p in live if p.dim() <= 1]
         if decay:
@@ -188,7 +192,7 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
             world_size=info.world_size, max_grad_norm=config.max_grad_norm,
             hidden_size=qwen.config.text_config.hidden_size, bf16=cuda, command="train-vln",
         )  # fmt: skip
-        engine: Any = DeepSpeedEngine(model, param_groups(model, config), schedule, ds_config)
+        engine: Any = DeepSpeedEngine(model, param_groups(model, config), schedule, ds_config, config.ds_cpu_adam)
     else:
         optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -270,14 +274,14 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 "vggt_time": vggt_t,
                 "fwd_bwd_time": fwd_t,
                 "optim_time": t5 - t4,
-                "cache_hit_ratio": cache.hits / max(1, cache.hits + cache.misses) if cache is not None else 0.0,
+                **_cache_ratios(cache, device),
                 "frame_reuse_ratio": frames.hits / max(1, frames.hits + frames.misses)
                 if config.num_workers == 0
                 else None,
             }
             if state.step % config.log_steps == 0 or state.step == total:
                 run.log_metrics(record)
-                rank_log.write(format_step_line(state.step, total, record) + "\n")
+                rank_log.write(format_step_line(state.step, total, _rank_view(record, info.rank)) + "\n")
                 if writer is not None:
                     for key in ("loss", "lr", "step_time", "data_time", "vggt_time", "fwd_bwd_time", "samples_per_s"):
                         if record[key] is not None:
@@ -333,6 +337,36 @@ def _mean_over_ranks(value: float, device: str) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device if device.startswith("cuda") else "cpu")
     torch.distributed.all_reduce(t)
     return float(t) / torch.distributed.get_world_size()
+
+
+def _cache_ratios(cache: Any, device: str) -> dict[str, Any]:
+    """``cache_hit_ratio`` (all ranks' lookups together) and, with a cache, ``cache_hit_ratio_per_rank``.
+
+    Each rank reads the cache for its own samples, so one rank's misses (a cache built for part of the data)
+    show in its own ratio. The counts are summed over the ranks (an all-gather of two numbers per rank).
+    """
+    if cache is None:
+        return {"cache_hit_ratio": 0.0}
+    counts = torch.tensor([[cache.hits, cache.misses]], dtype=torch.float64)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        local = counts.to(device if device.startswith("cuda") else "cpu")
+        parts = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local)
+        counts = torch.cat(parts).cpu()
+    per_rank = [float(h / max(1.0, h + m)) for h, m in counts.tolist()]
+    hits, misses = counts.sum(0).tolist()
+    return {"cache_hit_ratio": hits / max(1.0, hits + misses), "cache_hit_ratio_per_rank": per_rank}
+
+
+def _rank_view(record: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The record as this rank's log line shows it: its own cache hit ratio instead of every rank's."""
+    per_rank = record.get("cache_hit_ratio_per_rank")
+    if per_rank is None:
+        return record
+    view = {k: v for k, v in record.items() if k != "cache_hit_ratio_per_rank"}
+    view["rank_cache_hit_ratio"] = per_rank[rank]
+    return view
 
 
 def _export_facts(config: VlnTrainConfig, context_dim: int, step: int) -> dict[str, Any]:
