@@ -97,3 +97,22 @@ def test_mismatched_3d_tokens_are_refused(parts) -> None:  # type: ignore[no-unt
     small = [Spatial(s.tokens.reshape(6, 8, -1)[:4].reshape(32, -1), 4, 8) for s in spatial]
     with pytest.raises(InputError, match="LLM tokens but its 3D features give 8"):
         model.inputs_embeds(b.input_ids, b.pixel_values, b.image_grid_thw, b.images_per_sample, small)
+
+
+def test_a_tied_lm_head_is_one_parameter_of_the_optimizer(tmp_path: Path) -> None:
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vggtctl.services.vln.config import VlnTrainConfig
+    from vggtctl.services.vln.model import TrainGroups
+    from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
+    from vggtctl.services.vln.train import param_groups
+
+    qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(write_tiny_qwen(tmp_path / "q", tie_embeddings=True).path)
+    assert qwen.lm_head.weight is qwen.get_input_embeddings().weight  # as in Qwen2.5-VL-3B
+    model = _model(qwen)
+    model.set_trainable(TrainGroups())
+    groups = param_groups(model, VlnTrainConfig(data="x"))
+    listed = [id(p) for g in groups for p in g["params"]]
+    assert len(listed) == len(set(listed))  # torch and DeepSpeed refuse a parameter given twice
+    assert set(listed) == {id(p) for p in model.parameters() if p.requires_grad}
+    torch.optim.AdamW(groups)  # takes them without a duplicate-parameter warning or error
