@@ -107,7 +107,8 @@ def test_a_tied_lm_head_is_one_parameter_of_the_optimizer(tmp_path: Path) -> Non
     from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
     from vggtctl.services.vln.train import param_groups
 
-    qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(write_tiny_qwen(tmp_path / "q", tie_embeddings=True).path)
+    path = write_tiny_qwen(tmp_path / "q", tie_embeddings=True).path
+    qwen = Qwen2_5_VLForConditionalGeneration.from_pretrained(path)
     assert qwen.lm_head.weight is qwen.get_input_embeddings().weight  # as in Qwen2.5-VL-3B
     model = _model(qwen)
     model.set_trainable(TrainGroups())

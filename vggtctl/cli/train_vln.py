@@ -205,7 +205,8 @@ def init_tiny_command(
     layers: Annotated[int, typer.Option("--layers", min=1, help="LLM decoder layers.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     tie_embeddings: Annotated[
-        bool, typer.Option("--tie-embeddings", help="Share lm_head with the input embeddings (as Qwen2.5-VL-3B).")
+        bool,
+        typer.Option("--tie-embeddings", help="Share lm_head with the input embeddings (as Qwen2.5-VL-3B)."),
     ] = False,
     json_out: JsonOption = False,
 ) -> None:

@@ -148,7 +148,11 @@ def build_image_processor() -> Any:
 
 
 def write_tiny_qwen(
-    out: str | os.PathLike[str], *, hidden_size: int = 32, layers: int = 2, seed: int = 0,
+    out: str | os.PathLike[str],
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    seed: int = 0,
     tie_embeddings: bool = False,
 ) -> TinyQwenResult:
     """Write a tiny random Qwen2.5-VL directory (model, tokenizer, processor) that ``from_pretrained`` loads.

@@ -192,7 +192,8 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
             world_size=info.world_size, max_grad_norm=config.max_grad_norm,
             hidden_size=qwen.config.text_config.hidden_size, bf16=cuda, command="train-vln",
         )  # fmt: skip
-        engine: Any = DeepSpeedEngine(model, param_groups(model, config), schedule, ds_config, config.ds_cpu_adam)
+        groups = param_groups(model, config)
+        engine: Any = DeepSpeedEngine(model, groups, schedule, ds_config, config.ds_cpu_adam)
     else:
         optimizer = torch.optim.AdamW(param_groups(model, config), betas=(0.9, 0.999), eps=1e-8)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
