@@ -177,7 +177,7 @@ def test_two_process_zero2_trains_checkpoints_and_resumes_under_offload_from_the
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights(
-    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
 ) -> None:
     """ZeRO-3 partitions every weight (frozen ViT, tied embeddings): training, resume and the gathered export."""
     pytest.importorskip("deepspeed")
