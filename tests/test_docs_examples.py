@@ -116,6 +116,9 @@ def _environment(work: Path) -> dict[str, str]:
     script = shim / "vggtctl"
     script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m vggtctl "$@"\n')
     script.chmod(0o755)
+    python = shim / "python"  # as in the user's activated venv
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     home = work / "home"
     home.mkdir(exist_ok=True)
     env = {
