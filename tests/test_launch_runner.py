@@ -121,3 +121,24 @@ def test_worker_module_must_exist(tmp_path: Path) -> None:
     plan = build_plan(LaunchRequest(), Detected(), {})
     assert run_plan(plan, Worker("tests.scripts.no_such_worker", []), tmp_path) == 2
     assert sys.modules.get("tests.scripts.no_such_worker") is None
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_rank_log_keeps_the_command_stdout_for_its_result(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], echo: bool
+) -> None:
+    # What a worker prints on fd 1 (its own lines, DeepSpeed's logger, native code) goes to its rank log and,
+    # on rank 0, to the terminal's stderr: the command's stdout stays one --json document.
+    from vggtctl.launch.rank_logs import tee_to_rank_log
+
+    log = tmp_path / "logs" / "rank0.log"
+    with tee_to_rank_log(log, echo=echo):
+        os.write(1, b"worker stdout line\n")
+        os.write(2, b"worker stderr line\n")
+    captured = capfd.readouterr()
+    assert captured.out == ""
+    assert ("worker stdout line" in captured.err, "worker stderr line" in captured.err) == (echo, echo)
+    assert log.read_text() in (
+        "worker stdout line\nworker stderr line\n",
+        "worker stderr line\nworker stdout line\n",
+    )

@@ -15,6 +15,7 @@ from vggtctl.cli.options import (
     DeviceOption,
     Dtype,
     DtypeOption,
+    HostfileOption,
     JsonOption,
     Launcher,
     LauncherOption,
@@ -213,6 +214,7 @@ def infer_command(
     master_addr: MasterAddrOption = None,
     master_port: MasterPortOption = None,
     launcher: LauncherOption = Launcher.auto,
+    hostfile: HostfileOption = None,
 ) -> None:
     """Predict cameras, depth and points for a set of images with ONE forward pass."""
     from vggtctl.services.infer import InferConfig, run_inference
@@ -250,11 +252,12 @@ def infer_command(
     from vggtctl.cli.launching import LaunchArgs, launch_workers, show_dry_run
     from vggtctl.launch import Worker
 
-    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher, hostfile)
     launch_plan = launch.plan(device=device)
     # Several processes: each rank runs the frame-local parts on its share of the frames (docs/infer.md).
-    worker = Worker("vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str)])
     log_dir = out.parent / f".{out.name}.launch-logs"
+    result_file = log_dir / "result.json"
+    worker = Worker("vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str), str(result_file)])
     if dry_run:
         from vggtctl.services.infer import plan_run
 
@@ -270,8 +273,13 @@ def infer_command(
         return
     # One process runs here, also when a launcher was forced.
     one_process = launch_plan.world_size == 1 or launch_plan.backend == "inprocess"
+    if not one_process:
+        result_file.unlink(missing_ok=True)
     code = launch_workers(launch_plan, worker, log_dir, output, in_process=one_process)
     if code is not None:
+        if code == 0 and result_file.is_file():
+            doc = json.loads(result_file.read_text(encoding="utf-8"))
+            output.result(doc, lambda console: _render(console, doc))
         raise typer.Exit(code)
     try:
         result = run_inference(config, progress=output.progress())

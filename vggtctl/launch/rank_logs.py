@@ -1,8 +1,10 @@
 """Each worker's stdout and stderr copied into ``logs/rank{N}.log`` of the run directory.
 
 The copy works on file descriptors, so it also catches what native code (NCCL, the C++ of torch) and
-child processes print. Rank 0 keeps printing to the terminal too; other ranks write only to their log,
-so the terminal shows one rank's progress, not eight interleaved ones.
+child processes print. Rank 0 keeps printing to the terminal too, both streams on its stderr: the command's
+stdout carries only the result the command itself prints (``--json`` stays one document, whatever DeepSpeed or
+a worker prints); other ranks write only to their log, so the terminal shows one rank's progress, not eight
+interleaved ones.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def tee_to_rank_log(log_path: Path, *, echo: bool) -> Iterator[None]:
 
     Args:
         log_path: The rank's log file (created with its folder).
-        echo: Also write to the original stdout/stderr (rank 0).
+        echo: Also write both streams to the original stderr (rank 0).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -50,7 +52,7 @@ def tee_to_rank_log(log_path: Path, *, echo: bool) -> Iterator[None]:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, fd)
         os.close(write_fd)
-        t = threading.Thread(target=_pump, args=(read_fd, log, saved[fd] if echo else None), daemon=True)
+        t = threading.Thread(target=_pump, args=(read_fd, log, saved[2] if echo else None), daemon=True)
         t.start()
         pumps.append(t)
     try:

@@ -1,19 +1,20 @@
 """What each rank of a multi-device ``vggtctl infer`` runs (started by the shared launcher, issue 14).
 
-``main([CONFIG_JSON])``: join the process group (nccl on CUDA, gloo on CPU; one GPU per local rank), then
+``main([CONFIG_JSON, RESULT_JSON])``: join the process group (nccl on CUDA, gloo on CPU; one GPU per local rank), then
 run the same inference as one process, with every forward split across the ranks by frames
-(:mod:`vggtctl.services.infer_dist`). Rank 0 writes the outputs; the other ranks only compute.
+(:mod:`vggtctl.services.infer_dist`). Rank 0 writes the outputs and the result document (``RESULT_JSON``,
+which the command prints); the other ranks only compute.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
 from vggtctl.runtime.dist import dist_info
+from vggtctl.utils.atomic import atomic_write_text
 
 
 def main(argv: Sequence[str]) -> int:
@@ -35,8 +36,8 @@ def main(argv: Sequence[str]) -> int:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         result = run_inference(config)
-        if info.is_rank_zero and result is not None:
-            sys.stdout.write(json.dumps(result.to_dict(), default=str) + "\n")
+        if info.is_rank_zero and result is not None and len(argv) > 1:
+            atomic_write_text(Path(argv[1]), json.dumps(result.to_dict(), default=str) + "\n")
     finally:
         dist.destroy_process_group()
     return 0
