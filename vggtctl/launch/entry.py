@@ -17,11 +17,11 @@ from pathlib import Path
 
 from vggtctl.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE
 from vggtctl.launch.rank_logs import tee_to_rank_log
+from vggtctl.launch.runner import EXITCODE_SUFFIX
 from vggtctl.runs.layout import rank_log_name
 from vggtctl.runtime.dist import dist_info
 from vggtctl.utils.atomic import atomic_write_text
 
-EXITCODE_SUFFIX = ".exitcode"
 TEED_ENV = "VGGTCTL_RANK_LOG_TEED"
 """Set in every launched worker: its stdout/stderr already go to its rank log (write step lines to stderr)."""
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vggtctl.launch.entry import EXITCODE_SUFFIX, run_worker
 from vggtctl.launch.plan import LaunchPlan
 
 ENTRY_MODULE = "vggtctl.launch.entry"
+# Not imported here: every rank runs it with `python -m`, and a package that had imported it already makes
+# runpy warn in every worker ('found in sys.modules ... unpredictable behaviour').
+EXITCODE_SUFFIX = ".exitcode"  # vggtctl.launch.entry writes rank{N}.exitcode
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
 # torchrun's failure summary: "  exitcode  : -9 (pid: 1234)"
 _EXITCODE_LINE = re.compile(rb"exitcode\s*:\s*(-?\d+)")
@@ -117,6 +119,8 @@ def run_plan(plan: LaunchPlan, worker: Worker, log_dir: Path) -> int:
     """
     if plan.backend == "inprocess":
         with _environ(plan.env):
+            from vggtctl.launch.entry import run_worker
+
             return run_worker(worker.module, worker.argv)
     log_dir.mkdir(parents=True, exist_ok=True)
     for stale in log_dir.glob(f"rank*{EXITCODE_SUFFIX}"):
