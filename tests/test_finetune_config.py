@@ -108,6 +108,25 @@ def test_dry_run_two_nodes_prints_each_node(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
 
 
+def test_hostfile_reaches_the_deepspeed_runner_command(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    hosts.write_text("node-a slots=2\nnode-b slots=2\n")
+    ran = run_cli(
+        "finetune", "--config", "tiny-smoke", "--launcher", "deepspeed", "--hostfile", hosts, "--nnodes", "2",
+        "--nproc-per-node", "2", "--master-addr", "node-a", "--output-dir", tmp_path / "run", "--dry-run", "--json",
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert (doc["backend"], doc["hostfile"]) == ("deepspeed", str(hosts))
+    command = doc["commands"]["0"]
+    assert command[command.index("--hostfile") + 1] == str(hosts)
+    missing = run_cli("finetune", "--config", "tiny-smoke", "--launcher", "deepspeed", "--hostfile",
+                      tmp_path / "nope", "--dry-run")  # fmt: skip
+    assert missing.exit_code == 2 and "hostfile" in missing.stderr and "not a file" in missing.stderr
+    wrong = run_cli("finetune", "--config", "tiny-smoke", "--hostfile", hosts, "--dry-run")
+    assert wrong.exit_code == 2 and "--launcher deepspeed" in wrong.stderr
+
+
 def test_two_nodes_without_master_addr_exits_2(tmp_path: Path) -> None:
     ran = run_cli(
         "finetune", "--config", "tiny-smoke", "--nnodes", "2", "--dry-run", env={"MASTER_ADDR": None}

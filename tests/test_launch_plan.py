@@ -187,6 +187,7 @@ def test_busy_port_warning() -> None:
         (LaunchRequest(nnodes=2, node_rank=2, master_addr="h"), CPU, {}, "node_rank", "0..1"),
         (LaunchRequest(launcher="single", nproc_per_node=2), CPU, {}, "launcher", "one process"),
         (LaunchRequest(launcher="mpi"), CPU, {}, "launcher", "must be one of"),
+        (LaunchRequest(hostfile="hosts"), CPU, {}, "hostfile", "--launcher deepspeed"),
     ],
 )
 def test_build_plan_errors(request_, detected, environ, field, text) -> None:

@@ -15,6 +15,7 @@ from vggtctl.cli.launching import LaunchArgs, dry_run_or_launch, render_dry_run
 from vggtctl.cli.options import (
     DeviceOption,
     DryRunOption,
+    HostfileOption,
     JsonOption,
     Launcher,
     LauncherOption,
@@ -151,6 +152,7 @@ def build_command(
     master_addr: MasterAddrOption = None,
     master_port: MasterPortOption = None,
     launcher: LauncherOption = Launcher.auto,
+    hostfile: HostfileOption = None,
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -180,7 +182,7 @@ def build_command(
         dry_run=dry_run,
     )
     config.validate()
-    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher, hostfile)
     plan = launch.plan(device=device)
     output = Output(json_mode=json_out)
     run_dir = cache_dir / "logs" / uuid.uuid4().hex[:12]

@@ -14,6 +14,7 @@ from vggtctl.cli.errors import mapped_errors
 from vggtctl.cli.options import (
     DeepspeedOption,
     DryRunOption,
+    HostfileOption,
     JsonOption,
     Launcher,
     LauncherOption,
@@ -102,6 +103,7 @@ def finetune_command(
     master_addr: MasterAddrOption = None,
     master_port: MasterPortOption = None,
     launcher: LauncherOption = Launcher.auto,
+    hostfile: HostfileOption = None,
     deepspeed: DeepspeedOption = None,
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
@@ -147,7 +149,7 @@ def finetune_command(
     from vggtctl.services.finetune import service
 
     service.check_resume_value(resume)
-    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher, hostfile)
     plan = launch.plan(device=cfg.device, deepspeed=cfg.launch.deepspeed, nccl=cfg.launch.nccl)
     for warning in plan.warnings:
         output.warn(warning)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vggtctl.errors import Problem, raise_problems
 from vggtctl.launch import LaunchPlan, LaunchRequest, Worker, plan_for, run_plan, worker_command
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ class LaunchArgs:
     master_addr: str | None = None
     master_port: int | None = None
     launcher: Any = "auto"
+    hostfile: str | None = None
 
     def plan(
         self,
@@ -39,6 +41,8 @@ class LaunchArgs:
         nccl: Mapping[str, str] | None = None,
     ) -> LaunchPlan:
         """Detect this machine and plan the launch (``ConfigError``, exit 2, on bad options)."""
+        if self.hostfile is not None and not Path(self.hostfile).is_file():
+            raise_problems("launch options", [Problem.of("hostfile", "is not a file", self.hostfile)])
         return plan_for(
             launch_request(
                 nproc_per_node=self.nproc_per_node,
@@ -50,6 +54,7 @@ class LaunchArgs:
                 deepspeed=deepspeed,
                 device=device,
                 nccl=nccl,
+                hostfile=self.hostfile,
             )
         )
 

@@ -151,7 +151,17 @@ MasterPortOption = Annotated[
 ]
 LauncherOption = Annotated[
     Launcher,
-    typer.Option("--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."),
+    typer.Option(
+        "--launcher", rich_help_panel=_LAUNCH, help="auto, single, torchrun or deepspeed (hostfile)."
+    ),
+]
+HostfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--hostfile",
+        rich_help_panel=_LAUNCH,
+        help="DeepSpeed hostfile ('host slots=N' per line) for --launcher deepspeed on clusters that use one.",
+    ),
 ]
 DeepspeedOption = Annotated[
     str | None,
@@ -163,7 +173,9 @@ DeepspeedOption = Annotated[
 ]
 DryRunOption = Annotated[
     bool,
-    typer.Option("--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."),
+    typer.Option(
+        "--dry-run", rich_help_panel=_LAUNCH, help="Print the launch plan and commands; run nothing."
+    ),
 ]
 HostOption = Annotated[
     str,

@@ -19,6 +19,7 @@ from vggtctl.cli.options import (
     DeepspeedOption,
     DeviceOption,
     DryRunOption,
+    HostfileOption,
     JsonOption,
     Launcher,
     LauncherOption,
@@ -108,6 +109,7 @@ def train_command(
     master_addr: MasterAddrOption = None,
     master_port: MasterPortOption = None,
     launcher: LauncherOption = Launcher.auto,
+    hostfile: HostfileOption = None,
     dry_run: DryRunOption = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -120,7 +122,7 @@ def train_command(
         if code:  # the helper's own exit code (its errors were reported already)
             raise typer.Exit(int(code))
         return
-    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher)
+    launch = LaunchArgs(nproc_per_node, nnodes, node_rank, master_addr, master_port, launcher, hostfile)
     cache = {"cache_dir": cache_dir, "cache_required": cache_required}
     _train(words, data, image_root, model, vggt, output_dir, resume, max_steps, epochs, device, deepspeed,
            launch, dry_run, json_out, cache)  # fmt: skip

@@ -282,6 +282,14 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
                 ds if ds is not None else request.launcher,
             )
         )
+    if request.hostfile and request.launcher != "deepspeed":
+        problems.append(
+            Problem.of(
+                "hostfile",
+                "is read only by the deepspeed runner (add --launcher deepspeed)",
+                request.hostfile,
+            )
+        )
     if "LOCAL_RANK" in environ and environ["LOCAL_RANK"].strip().isdigit():
         raise_problems("launch options", problems)
         return _inside(environ, detected, request)
