@@ -294,9 +294,11 @@ def _render_plan(console: Any, plan: Any, launch_plan: Any, doc: dict[str, Any])
         from vggtctl.cli.launching import render_dry_run
         from vggtctl.services.infer_dist import split_frames
 
-        split = split_frames(plan.frames, launch_plan.world_size)
+        chunked = plan.mode == "chunked"
+        split = split_frames(plan.chunk_size if chunked else plan.frames, launch_plan.world_size)
         console.print(
             f"devices: {launch_plan.world_size} ranks, frames per rank "
+            + ("of each chunk (chunk-relative) " if chunked else "")
             + ", ".join(f"{a}-{b - 1}" for a, b in split)
             + " (frame-local parts split, tokens gathered for global attention)",
             markup=False,

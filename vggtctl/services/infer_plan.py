@@ -391,7 +391,20 @@ def plan_inference(
     k = overlap if overlap is not None else default_overlap(size)
     if size < 2 or size <= k:
         raise _too_big(plan, chunk, smallest=need(max(k + 1, 2)))
+    size = balanced_chunk(frames, size, k)
     return _chunked(plan, size, k, need(size), f"one pass exceeds {SAFETY:.0%} of the budget")
+
+
+def balanced_chunk(frames: int, largest: int, overlap: int) -> int:
+    """The smallest chunk size that needs no more chunks than ``largest`` does: the chunks come out even.
+
+    The largest chunk that fits can leave a sliver (40 frames in chunks of 39 would run 78 frames); as many
+    chunks of even size cover the same frames with the least repeated work, and need less memory.
+    """
+    if frames <= largest:
+        return largest
+    n = math.ceil((frames - overlap) / (largest - overlap))
+    return min(largest, math.ceil((frames - overlap) / n) + overlap)
 
 
 def _chunked(plan: InferPlan, size: int, overlap: int, per_chunk: int, reason: str) -> InferPlan:
