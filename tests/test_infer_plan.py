@@ -26,18 +26,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _measure(tmp_path: Path, weights: Path, *args: int, preset: str = "tiny", random_1b: bool = False) -> int:
-    """Peak RSS (VmHWM) of a fresh process that loads ``weights`` from its file and runs one forward.
+    """Peak RSS (VmHWM) of a fresh process that loads ``weights`` from its file and runs one forward, less
+    its mapped library pages (RssFile at the end).
 
     The protocol of the rows the fit came from (``benchmarks/bench_scale.py``): the checkpoint exists
     before the measured process starts (generating the tiny one in-process leaves ~30 MB of heap behind)
-    and every weight is paged in.
+    and every weight is paged in. The library pages are left out because the page cache, not the run,
+    decides how many are resident: a fresh clone's fresh venv showed ~100 MiB more of them than the same
+    files after ``echo 3 > /proc/sys/vm/drop_caches`` (532 vs 430 MiB peak, the anonymous part equal), which
+    is what failed this test at 19-25 % in fresh venvs. Compare with :func:`_estimate_less_files`.
     """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VGGTCTL_HOME": str(tmp_path / "home")}
     cmd = [sys.executable, str(ROOT / "tests" / "scripts" / "forward_peak.py"), "--weights", str(weights),
            "--preset", preset, *(["--random-1b"] if random_1b else []), *map(str, args)]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return int(json.loads(proc.stdout.strip().splitlines()[-1])["peak_bytes"])
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return int(doc["peak_bytes"]) - int(doc["file_bytes"])
+
+
+def _estimate_less_files(est: int) -> int:
+    """The estimate less the library pages its fitted runtime term holds (``runtime_file_bytes``)."""
+    return est - int(load_fit()["runtime_file_bytes"])
 
 
 @pytest.mark.slow
@@ -49,7 +59,7 @@ def test_estimate_within_15_percent_of_the_measured_peak(
     s, h, w = shape[:3]
     measured = _measure(tmp_path, tiny_checkpoint, *shape)
     n = shape[3] if len(shape) > 3 else s
-    est = estimate_peak_bytes(get_config("tiny"), "tiny", n, h, w, total_frames=s)
+    est = _estimate_less_files(estimate_peak_bytes(get_config("tiny"), "tiny", n, h, w, total_frames=s))
     assert abs(est / measured - 1) <= 0.15, (est, measured)
 
 
@@ -69,8 +79,8 @@ def test_estimate_within_15_percent_for_the_1b_architecture(tmp_path_factory: py
         s, h, w = shape[:3]
         measured = _measure(tmp, weights, *shape, preset="vggt-1b", random_1b=True)
         n = shape[3] if len(shape) > 3 else s
-        est = estimate_peak_bytes(cfg, "vggt-1b", n, h, w, total_frames=s)
-        print(f"{shape}: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB")  # for -rP
+        est = _estimate_less_files(estimate_peak_bytes(cfg, "vggt-1b", n, h, w, total_frames=s))
+        print(f"{shape}: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB (less library pages)")
         assert abs(est / measured - 1) <= 0.15, (shape, est, measured)
 
 
