@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _measure(tmp_path: Path, weights: Path, *args: int, preset: str = "tiny", random_1b: bool = False) -> int:
     """Peak RSS (VmHWM) of a fresh process that loads ``weights`` from its file and runs one forward, less
-    its mapped library pages (RssFile at the end).
+    its mapped library pages (resident pages of mapped files other than the checkpoint, at the end).
 
     The protocol of the rows the fit came from (``benchmarks/bench_scale.py``): the checkpoint exists
     before the measured process starts (generating the tiny one in-process leaves ~30 MB of heap behind)
@@ -42,12 +42,12 @@ def _measure(tmp_path: Path, weights: Path, *args: int, preset: str = "tiny", ra
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout.strip().splitlines()[-1])
-    return int(doc["peak_bytes"]) - int(doc["file_bytes"])
+    return int(doc["peak_bytes"]) - int(doc["library_bytes"])
 
 
 def _estimate_less_files(est: int) -> int:
-    """The estimate less the library pages its fitted runtime term holds (``runtime_file_bytes``)."""
-    return est - int(load_fit()["runtime_file_bytes"])
+    """The estimate less the library pages its fitted runtime term holds (``runtime_library_bytes``)."""
+    return est - int(load_fit()["runtime_library_bytes"])
 
 
 @pytest.mark.slow

@@ -55,7 +55,9 @@ def _entry(cache_dir: Path, sample_id: str) -> Path:
 def test_verify_catches_a_flipped_byte_and_a_truncated_file_and_fixes_them(copy: Path) -> None:
     clean = verify_cache(VerifyConfig(cache_dir=copy, samples=2, device="cpu"))
     assert clean.ok and clean.checked_integrity == 6 and clean.recomputed == 2
-    assert 0 < clean.worst_rel_error <= clean.tolerance == 2.0**-7
+    # the live recompute is rounded to the stored bf16: equal, or one bf16 step apart where the float sums
+    # ran in another order (seen both ways: 0.0 in a fresh clone, > 0 in another checkout)
+    assert clean.worst_rel_error is not None and 0 <= clean.worst_rel_error <= clean.tolerance == 2.0**-7
 
     flipped, cut = _entry(copy, "ep1/step_0001_move_forward.png"), _entry(copy, "ep2/step_0002_stop.png")
     data = bytearray(flipped.read_bytes())
