@@ -17,6 +17,13 @@ model's report, tests/test_quantize.py). Run it under the heavy-memory lock:
 
     flock /work/locks/heavy.lock python benchmarks/bench_quantize.py [--sizes 224,518] [--frames 2] \
         [--repeats 3] [--static-presets tiny,vggt-1b]
+
+``--device cuda`` measures only the device rows instead (``benchmarks/gpu_check.sh``): the 1B architecture
+built seeded straight on the device (no float file written), float vs per scheme
+(int8 dynamic / weight-only, fp8 weight-only / dynamic through the real ``apply_schemes``) parameter memory,
+peak memory of a forward (``torch.cuda.max_memory_allocated``), median latency (synchronized) and the output
+error vs fp32, each without autocast and under bf16 autocast. ``--device cpu --device-preset tiny --schemes
+int8-weight --sizes 56`` smoke-tests it.
 """
 
 from __future__ import annotations
@@ -117,6 +124,106 @@ def _static_rows(preset: str, size: int, frames: int, repeats: int) -> dict:
     return row
 
 
+def _device_rows(
+    preset: str, device: str, sizes: list[int], frames: int, repeats: int, schemes: list[str]
+) -> dict:
+    """Float vs quantized schemes on ``device``, one process, seeded fp32 weights built on the device.
+
+    Each scheme runs twice per size: without autocast (fp32 activations, what the quantize service's
+    report compares) and under bf16 autocast (what ``infer --dtype bf16`` does on CUDA: fp32 weights,
+    bf16 compute). Errors are against the fp32 model without autocast.
+    """
+    import copy
+
+    import torch
+
+    from vggtctl.models.vggt.config import get_config
+    from vggtctl.models.vggt.model import VGGT
+    from vggtctl.services.infer import predict
+    from vggtctl.services.quantize.apply import apply_schemes, scheme_for
+    from vggtctl.services.quantize.compare import output_errors
+    from vggtctl.services.quantize.selection import plan_layers
+
+    cuda = device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.device(device):  # seeded init straight on the device: no float file, no host copy
+        base = VGGT(get_config(preset)).eval()
+    sync()
+    result: dict = {"preset": preset, "device": device, "frames": frames, "repeats": repeats}
+    result["init_s"] = time.perf_counter() - t0
+    g = torch.Generator().manual_seed(0)
+    inputs = {size: torch.rand(frames, 3, size, size, generator=g) for size in sizes}
+    reference: dict[int, dict] = {}
+    rows = []
+    for scheme in schemes:
+        row: dict = {"scheme": scheme}
+        try:
+            model = base
+            if scheme != "float":
+                model = copy.deepcopy(base)
+                qtype, wd = {
+                    "int8-dynamic": ("dynamic", "int"),
+                    "int8-weight": ("weight-only", "int"),
+                    "fp8-weight": ("weight-only", "fp8"),
+                    "fp8-dynamic": ("dynamic", "fp8"),
+                }[scheme]
+                plans, _ = plan_layers(model, attention=True, heads=True, patch_embed=True, rotate=False)
+                layers = [{**p.to_dict(), "scheme": scheme_for(p.op, qtype, 8, False, wd)} for p in plans]
+                t0 = time.perf_counter()
+                apply_schemes(model, layers)
+                sync()
+                row["quantize_s"] = time.perf_counter() - t0
+            if cuda:
+                row["allocated_after_build_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+            for size, x in inputs.items():
+                for autocast in ("fp32", "bf16"):
+                    key = f"{size}_{autocast}"
+                    try:
+                        if cuda:
+                            torch.cuda.reset_peak_memory_stats()
+                        xd = x.to(device)
+                        preds = predict(model, xd, device=device, dtype=autocast)  # warm-up
+                        times = []
+                        for _ in range(repeats):
+                            sync()
+                            t0 = time.perf_counter()
+                            predict(model, xd, device=device, dtype=autocast)
+                            sync()
+                            times.append(time.perf_counter() - t0)
+                        cell: dict = {"s_median": statistics.median(times), "s_all": times}
+                        if cuda:
+                            cell["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                        if scheme == "float" and autocast == "fp32":
+                            reference[size] = preds
+                        elif size in reference:
+                            cell["error_vs_fp32"] = output_errors(reference[size], preds)
+                        ref_cell = rows[0].get(key, {}) if rows else {}
+                        if "s_median" in ref_cell:
+                            cell["speedup_vs_float_same_autocast"] = ref_cell["s_median"] / cell["s_median"]
+                    except Exception as exc:  # e.g. a scheme without a bf16 kernel: keep the others
+                        cell = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+                    row[key] = cell
+                    print(f"{device} {scheme} {key}: {cell.get('s_median', cell.get('error'))} "
+                          f"peak {cell.get('peak_mb')} MB", file=sys.stderr, flush=True)  # fmt: skip
+            del model
+        except Exception as exc:  # one scheme failing (e.g. no fp8 GEMM here) must not lose the others
+            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+            print(f"{device} {scheme}: {row['error']}", file=sys.stderr, flush=True)
+        if cuda:
+            torch.cuda.empty_cache()
+        rows.append(row)
+    result["rows"] = rows
+    if cuda:
+        result["gpu"] = torch.cuda.get_device_name(0)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="224,518")
@@ -126,7 +233,16 @@ def main() -> None:
     parser.add_argument("--static-presets", default="", help="e.g. tiny,vggt-1b (empty: skip)")
     parser.add_argument("--static-size", type=int, default=224)
     parser.add_argument("--skip-dynamic", action="store_true", help="only the static section")
+    parser.add_argument("--device", default=None, help="cuda: only the device rows (fp32/bf16 vs int8/fp8)")
+    parser.add_argument("--device-preset", default="vggt-1b", help="preset of the device rows")
+    parser.add_argument("--schemes", default="int8-dynamic,int8-weight,fp8-weight,fp8-dynamic")
     args = parser.parse_args()
+    if args.device:
+        sizes = [int(s) for s in args.sizes.split(",")]
+        schemes = ["float"] + [s for s in args.schemes.split(",") if s and s != "float"]
+        data = _device_rows(args.device_preset, args.device, sizes, args.frames, args.repeats, schemes)
+        print(write_result(f"quantize_{args.device.split(':')[0]}", {"machine": machine(), **data}, args.out))
+        return
 
     import torch
 
