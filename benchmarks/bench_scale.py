@@ -60,7 +60,17 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     device, dtype = spec["device"], spec["dtype"]
     load_dtype = None if dtype == "fp32" or device.startswith("cuda") else dtype
     t0 = time.perf_counter()
-    model = load_model(spec["weights"], preset=spec["preset"], device=device, dtype=load_dtype)
+    if spec["weights"] == "seeded":  # --seeded: built on the device (no weights file), fp32 like the loader's
+        from vggtctl.models.vggt.config import get_config
+        from vggtctl.models.vggt.model import VGGT
+
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = VGGT(get_config(spec["preset"])).eval()
+        if load_dtype:
+            model = model.to(getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[load_dtype]))
+    else:
+        model = load_model(spec["weights"], preset=spec["preset"], device=device, dtype=load_dtype)
     # Page every weight in: a forward touches all of them, and the load row should count them.
     with torch.inference_mode():
         sum(float(p.float().sum()) for p in model.parameters())
@@ -76,6 +86,8 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
     def one(x: np.ndarray) -> dict[str, np.ndarray]:
         return predict(model, x, device=device, dtype=autocast_dtype)
 
+    if cuda:
+        torch.cuda.synchronize()
     t = time.perf_counter()
     if spec.get("chunk_size"):
         preds, reports = predict_chunked(one, images, spec["chunk_size"], spec["overlap"])
@@ -154,6 +166,11 @@ def main() -> int:
     ap.add_argument("--fit", action="store_true", help="refit memory_fit.json from these rows (CPU, fp32)")
     ap.add_argument("--merge", action="store_true", help="add to an existing results/scale.json")
     ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument(
+        "--seeded",
+        action="store_true",
+        help="build seeded weights on the device (no weights file; GPU check)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -171,8 +188,8 @@ def main() -> int:
         names = TINY_ROWS + TINY_CHUNKED
     else:
         names = (GPU_ROWS + GPU_CHUNKED) if cuda else (CPU_1B_ROWS + CPU_1B_CHUNKED)
-    weights = weights_file(args.preset)
-    if not weights.is_file():
+    weights = "seeded" if args.seeded else weights_file(args.preset)
+    if not args.seeded and not weights.is_file():
         print(f"writing random {args.preset} weights to {weights} (once)", file=sys.stderr, flush=True)
         make_random_weights(weights, args.preset)
     wbytes = weight_bytes(get_config(args.preset), "float32")
