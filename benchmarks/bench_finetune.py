@@ -95,7 +95,7 @@ def _arch_1b(
     t_init = time.perf_counter()
     with torch.device(device):  # built on the device: no host copy of the 1B weights
         model = VGGT(get_config(preset, enable_track=False, enable_point=False))
-        peft = apply_lora(model, strategy, LoraSettings())
+        peft = apply_lora(model, strategy, LoraSettings()).to(device)  # .to: any buffer made on the host
     sync()
     init_s = time.perf_counter() - t_init
     after_init = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -153,7 +153,7 @@ def _device_rows(
     torch.manual_seed(0)
     t0 = time.perf_counter()
     with torch.device(device):  # seeded init straight on the device: no float file, no host copy
-        base = VGGT(get_config(preset)).eval()
+        base = VGGT(get_config(preset)).eval().to(device)  # .to: any buffer made on the host
     sync()
     result: dict = {"preset": preset, "device": device, "frames": frames, "repeats": repeats}
     result["init_s"] = time.perf_counter() - t0

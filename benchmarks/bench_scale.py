@@ -66,7 +66,7 @@ def run_row(spec: dict[str, Any]) -> dict[str, Any]:
 
         torch.manual_seed(0)
         with torch.device(device):
-            model = VGGT(get_config(spec["preset"])).eval()
+            model = VGGT(get_config(spec["preset"])).eval().to(device)
         if load_dtype:
             model = model.to(getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[load_dtype]))
     else:
