@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -41,9 +40,11 @@ from typing import TYPE_CHECKING, Any
 
 from vggtctl.errors import ConfigError, Problem, VggtctlError
 from vggtctl.services.infer_chunked import chunk_problems, chunk_ranges
+from vggtctl.utils.procfs import meminfo_bytes, status_bytes
 
 if TYPE_CHECKING:  # pragma: no cover
-    from vggtctl.models.vggt.config import VGGTConfig
+    from vggtctl.utils.procfs import meminfo_bytes, status_bytes
+from vggtctl.models.vggt.config import VGGTConfig
 
 FIT_FILE = Path(__file__).with_name("memory_fit.json")
 CHUNK_CHOICES = ("auto", "off")
@@ -186,31 +187,11 @@ def available_bytes(device: str) -> tuple[int, str]:
 
         free, total = torch.cuda.mem_get_info(torch.device(device))
         return int(free), f"free on {device} (torch.cuda.mem_get_info, of {gib(total)})"
-    avail = _meminfo("MemAvailable")
-    rss = _self_rss()
+    avail = meminfo_bytes("MemAvailable")
+    rss = status_bytes("VmRSS") or 0
     if avail is None:
         return 8 * 2**30, "unknown (no /proc/meminfo): assumed 8 GiB"
     return avail + rss, "MemAvailable (/proc/meminfo) + this process's RSS"
-
-
-def _meminfo(key: str) -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _self_rss() -> int:
-    try:
-        for line in Path(f"/proc/{os.getpid()}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 # ---------------------------------------------------------------- the plan

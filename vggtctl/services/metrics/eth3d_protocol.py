@@ -389,7 +389,6 @@ def classify(
     tolerances: tuple[float, ...] = ETH3D_TOLERANCES,
     beam_start_radius: float = BEAM_START_RADIUS,
     beam_divergence_deg: float = BEAM_DIVERGENCE_DEG,
-    workers: int = -1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per reconstruction point: the first tolerance index it is accurate at (len(tolerances) when
     none) and whether some beam saw free space at it (inaccurate below that index; else unobserved)."""
@@ -447,14 +446,13 @@ def accuracy(
     voxel_size: float = ETH3D_VOXEL_SIZE,
     beam_start_radius: float = BEAM_START_RADIUS,
     beam_divergence_deg: float = BEAM_DIVERGENCE_DEG,
-    workers: int = -1,
 ) -> tuple[list[float], list[int], list[int]]:
     """Official accuracy per tolerance, with the observed and accurate point counts per tolerance."""
     recon = np.asarray(reconstruction, dtype=np.float32).reshape(-1, 3)
     nt = len(tolerances)
     if len(recon) == 0:
         return [0.0] * nt, [0] * nt, [0] * nt
-    first, inacc = classify(scans, recon, tolerances, beam_start_radius, beam_divergence_deg, workers)
+    first, inacc = classify(scans, recon, tolerances, beam_start_radius, beam_divergence_deg)
     # seen (accurate or inaccurate) from tolerance 0 when flagged, else from where it is accurate
     seen_from = np.where(inacc, 0, first)
     total, valid_cells = _VoxelGrids(recon, voxel_size).mean_sums(first, seen_from, nt, ratio_float32=True)
@@ -538,7 +536,7 @@ def eth3d_metrics(
             pool.submit(completeness, scans, recon, tolerances, voxel_size, workers) if workers != 1 else None
         )
         acc, observed, accurate = accuracy(
-            scans, recon, tolerances, voxel_size, beam_start_radius, beam_divergence_deg, workers
+            scans, recon, tolerances, voxel_size, beam_start_radius, beam_divergence_deg
         )
         comp, complete, n_scan = (
             comp_job.result() if comp_job else completeness(scans, recon, tolerances, voxel_size, workers)

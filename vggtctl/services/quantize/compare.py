@@ -23,20 +23,11 @@ from typing import Any
 import numpy as np
 
 from vggtctl.progress import NULL_PROGRESS, Progress
+from vggtctl.utils.procfs import status_bytes
 
 from .peak import child_peak
 
 # ---------------------------------------------------------------- memory
-
-
-def _hwm_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def _reset_hwm() -> bool:
@@ -55,7 +46,7 @@ def peak_rss() -> Iterator[dict[str, int | None]]:
     try:
         yield out
     finally:
-        out["peak_bytes"] = _hwm_bytes() if ok else None
+        out["peak_bytes"] = status_bytes("VmHWM") if ok else None
 
 
 # ---------------------------------------------------------------- output error

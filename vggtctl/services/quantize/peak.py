@@ -24,19 +24,11 @@ from typing import Any
 
 import numpy as np
 
-
-def _status_bytes(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+from vggtctl.utils.procfs import status_bytes
 
 
 def _hwm_bytes() -> int:
-    hwm = _status_bytes("VmHWM")
+    hwm = status_bytes("VmHWM")
     # Without /proc (not Linux): ru_maxrss, which is then at least this process's own peak.
     return hwm if hwm is not None else int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
@@ -78,7 +70,7 @@ def main(argv: list[str]) -> None:
         reset = True
     except OSError:
         reset = False
-    baseline = _status_bytes("VmRSS") or _hwm_bytes()
+    baseline = status_bytes("VmRSS") or _hwm_bytes()
     model = load_model(source, device=device)
     loaded = _hwm_bytes()
     predict(model, images, device=device)
