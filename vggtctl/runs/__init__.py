@@ -10,7 +10,15 @@ Typical use in a training loop (rank 0 writes; other ranks' calls do nothing)::
 """
 
 from vggtctl.runs.layout import checkpoint_name, is_run_dir, rank_log_name
-from vggtctl.runs.logline import format_step_line
+from vggtctl.runs.logline import format_event_line, format_step_line
 from vggtctl.runs.rundir import RunDir, RunStatus
 
-__all__ = ["RunDir", "RunStatus", "checkpoint_name", "format_step_line", "is_run_dir", "rank_log_name"]
+__all__ = [
+    "RunDir",
+    "RunStatus",
+    "checkpoint_name",
+    "format_event_line",
+    "format_step_line",
+    "is_run_dir",
+    "rank_log_name",
+]

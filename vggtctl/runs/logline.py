@@ -53,3 +53,9 @@ def format_step_line(
         head += f"/{total_steps}"
     pairs = [f"{k}={_format_value(v)}" for k, v in (metrics or {}).items() if k not in _SKIP]
     return " ".join([head, *pairs])
+
+
+def format_event_line(event: str, values: Mapping[str, object], when: float | None = None) -> str:
+    """A one-off record that is not a step (``2026-02-02T17:30:00.123Z export groups=3 kept_bytes=0``)."""
+    pairs = [f"{k}={_format_value(v)}" for k, v in values.items()]
+    return " ".join([format_timestamp(time.time() if when is None else when), event, *pairs])

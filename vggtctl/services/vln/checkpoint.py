@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from vggtctl.errors import CheckpointError, InputError
 from vggtctl.runs import RunDir
@@ -91,15 +92,33 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> T
     return TrainState(**json.loads((path / STATE).read_text(encoding="utf-8")))
 
 
-def export_model(out: Path, model: Any, tokenizer: Any, image_processor: Any, facts: dict[str, Any]) -> Path:
-    """Write the inference folder (see the module doc) whole, ``vln.json`` last."""
+def export_model(out: Path, model: Any, tokenizer: Any, image_processor: Any, facts: dict[str, Any],
+                 state_dict: dict[str, Tensor] | None = None) -> Path:  # fmt: skip
+    """Write the inference folder (see the module doc) whole, ``vln.json`` last.
+
+    Args:
+        out: The export folder.
+        model: The :class:`~vggtctl.services.vln.model.VlnModel` (its config, and its weights unless
+            ``state_dict`` is given).
+        tokenizer: Qwen's tokenizer.
+        image_processor: Qwen's image processor.
+        facts: What ``vln.json`` records.
+        state_dict: The model's full weights (``model.state_dict()`` keys) when its parameters are
+            partitioned (ZeRO-3); None: read them from ``model``.
+    """
+    qwen = None if state_dict is None else _part(state_dict, "qwen.")
+    merger = model.vggt_merger.state_dict() if state_dict is None else _part(state_dict, "vggt_merger.")
     with StagedDir(out, marker=VLN_JSON) as tmp:
-        model.qwen.save_pretrained(tmp)
+        model.qwen.save_pretrained(tmp, state_dict=qwen)  # None: transformers reads the module's own
         tokenizer.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.vggt_merger.state_dict().items()}, tmp / MERGER)
+        save_file({k: v.detach().contiguous().cpu() for k, v in merger.items()}, tmp / MERGER)
         atomic_write_json(tmp / VLN_JSON, facts)
     return out
+
+
+def _part(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def read_export_facts(path: Path) -> dict[str, Any]:

@@ -1,15 +1,15 @@
 """How a training step updates the weights: plain PyTorch (one process or DDP) or a DeepSpeed ZeRO engine.
 
-Both give the loop the same calls (``forward``, ``backward``, ``micro_step``, ``step``, ``save``, ``load``),
-so ``train.py`` reads the same whatever runs underneath. The plain engine writes vggtctl checkpoints
-(:mod:`vggtctl.services.vln.checkpoint`); the DeepSpeed one writes ZeRO checkpoints through DeepSpeed's own
-``save_checkpoint`` / ``load_checkpoint`` into the same ``checkpoints/step_N/`` folder, and rank 0 writes
-``state.json`` last, once every rank has written its shard.
+Both give the loop the same calls (``forward``, ``backward``, ``micro_step``, ``step``, ``save``, ``load``,
+``full_state_dict`` for the export), so ``train.py`` reads the same whatever runs underneath. The plain
+engine writes vggtctl checkpoints (:mod:`vggtctl.services.vln.checkpoint`); the DeepSpeed one writes ZeRO
+checkpoints through DeepSpeed's own ``save_checkpoint`` / ``load_checkpoint`` into the same
+``checkpoints/step_N/`` folder, and rank 0 writes ``state.json`` last, once every rank has written its shard.
+Under ZeRO-3 the export's weights come from :mod:`vggtctl.services.vln.zero3_gather`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from dataclasses import asdict
@@ -20,6 +20,7 @@ import torch
 
 from vggtctl.runs import RunDir
 from vggtctl.services.vln.checkpoint import STATE, TrainState, load_checkpoint, save_checkpoint
+from vggtctl.services.vln.zero3_gather import GatherStats, gather_full_state_dict
 from vggtctl.utils.atomic import atomic_write_json
 
 
@@ -74,8 +75,9 @@ class PlainEngine:
     def load(self, path: Path) -> TrainState:
         return load_checkpoint(path, self.module, self.optimizer, self.scheduler)
 
-    def gathered(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()
+    def full_state_dict(self, group_bytes: int) -> tuple[dict[str, torch.Tensor] | None, GatherStats | None]:
+        """``(None, None)``: the module holds its full weights (export reads them from it)."""
+        return None, None
 
 
 class DeepSpeedEngine:
@@ -141,10 +143,13 @@ class DeepSpeedEngine:
         self.engine.load_checkpoint(str(path.parent), tag=path.name)
         return TrainState(**json.loads((path / STATE).read_text(encoding="utf-8")))
 
-    def gathered(self) -> contextlib.AbstractContextManager[Any]:
-        """ZeRO-3 partitions the weights: gather them (on every rank) around the export."""
-        if self.stage < 3:
-            return contextlib.nullcontext()
-        import deepspeed
+    def full_state_dict(self, group_bytes: int) -> tuple[dict[str, torch.Tensor] | None, GatherStats | None]:
+        """Under ZeRO-3 the full weights on rank 0's CPU, gathered ``group_bytes`` at a time on every rank.
 
-        return deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None)
+        Returns:
+            ``(state_dict, stats)`` under ZeRO-3 (``state_dict`` None on ranks other than 0); ``(None, None)``
+            under ZeRO-1/2, whose module holds its full weights.
+        """
+        if self.stage < 3:
+            return None, None
+        return gather_full_state_dict(self.module, torch.distributed.get_rank(), group_bytes)

@@ -20,7 +20,7 @@ import torch
 
 from vggtctl.errors import Interrupted, UsageError
 from vggtctl.progress import NULL_PROGRESS, Progress
-from vggtctl.runs import RunDir, format_step_line
+from vggtctl.runs import RunDir, format_event_line, format_step_line
 from vggtctl.runtime.device import resolve_device
 from vggtctl.runtime.dist import init_distributed
 from vggtctl.runtime.zero import single_process_group
@@ -296,10 +296,12 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         if latest_checkpoint(run) != run.checkpoint_dir(state.step):
             engine.save(run, state, config.keep_checkpoints)
         export = run.path / EXPORT
-        with engine.gathered():
-            if run.is_writer:
-                facts = _export_facts(config, context_dim, state.step)
-                export_model(export, engine.module, tokenizer, image_processor, facts)
+        weights, gather = engine.full_state_dict(int(config.export_gather_mb * 2**20))
+        if gather is not None:
+            rank_log.write(format_event_line("export gather", gather.to_dict()) + "\n")
+        if run.is_writer:
+            facts = _export_facts(config, context_dim, state.step)
+            export_model(export, engine.module, tokenizer, image_processor, facts, weights)
         run.set_status("finished", step=state.step)
     except KeyboardInterrupt:
         run.set_status("failed", step=state.step, message=f"interrupted at step {state.step}")
