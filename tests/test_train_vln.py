@@ -226,3 +226,54 @@ def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights
     p = run_cli("train-vln", "predict", "--checkpoint", run / "export", "--sample", sample, "--json")
     assert p.exit_code == 0, p.stderr
     assert json.loads(p.stdout)["action"] in ACTIONS
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_two_process_zero3_export_gathers_a_bounded_group_at_a_time_and_only_rank0_keeps_it(
+    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
+) -> None:
+    """The ZeRO-3 export never holds more gathered full weights than its bound on any rank (not the model),
+    releases each group before the next, keeps the copy on rank 0 only, and still equals zero_to_fp32."""
+    pytest.importorskip("deepspeed")
+    import torch
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import load_file
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vggtctl.services.vln.tiny_qwen import write_tiny_qwen
+
+    qwen = write_tiny_qwen(tmp_path / "tied", tie_embeddings=True).path
+    run = tmp_path / "z3"
+    bound = int(0.15 * 2**20)  # above the biggest tiny weight (147 KiB), a third of the model
+    done = _train(qwen, trajectories, tiny_checkpoint, run, "--nproc-per-node", "2", "--deepspeed", "zero3",
+                  "lr_llm=1e-3", "lr_merger=1e-3", "export_gather_mb=0.15", steps=1)  # fmt: skip
+    assert done.exit_code == 0, done.stderr[-3000:]
+
+    def gather_stats(rank: int) -> dict[str, int]:
+        log = (run / "logs" / f"rank{rank}.log").read_text()
+        lines = [x.split(" export gather ")[1] for x in log.splitlines() if " export gather " in x]
+        assert len(lines) == 1, log
+        return {k: int(v) for k, v in (pair.split("=") for pair in lines[0].split())}
+
+    full = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), "step_0000001")
+    tied_once = {k: v for k, v in full.items() if "lm_head" not in k}
+    model_bytes = sum(v.numel() * v.element_size() for v in tied_once.values())
+    zero, one = gather_stats(0), gather_stats(1)
+    assert model_bytes > 2 * bound and zero["groups"] >= 3 and zero["largest_param_bytes"] <= bound
+    for stats in (zero, one):
+        assert stats["groups"] == zero["groups"]  # every rank took part in every gather
+        assert 0 < stats["peak_gathered_bytes"] <= bound, stats
+        assert stats["left_gathered_bytes"] == 0, stats  # each group released before the next
+    assert one["kept_bytes"] == 0 and zero["kept_bytes"] >= model_bytes
+
+    written = load_file(run / "export" / "model.safetensors")
+    assert "lm_head.weight" not in written  # the tie is saved once, as before
+    assert {v.dtype for v in written.values()} == {torch.float32}
+    qwen_out = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "export")
+    merger = load_file(run / "export" / "vggt_merger.safetensors")
+    own = {**{"qwen." + k: v.detach() for k, v in qwen_out.named_parameters()},
+           **{"vggt_merger." + k: v for k, v in merger.items()}}  # fmt: skip
+    assert set(own) == set(tied_once)
+    for name, value in own.items():
+        assert torch.equal(value, full[name]), name
