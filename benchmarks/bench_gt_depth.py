@@ -78,7 +78,7 @@ def make_scene(root: Path, width: int, height: int) -> Path:
 
 
 def _geometry(frame: Any, image_size: int) -> Any:
-    from vggtctl.services.preprocess import ImageGeometry, resized_size
+    from vggtctl.data.preprocess import ImageGeometry, resized_size
 
     new_w, new_h = resized_size(frame.width, frame.height, "crop", image_size)
     crop = max(0, (new_h - image_size) // 2)
@@ -89,7 +89,7 @@ def _geometry(frame: Any, image_size: int) -> Any:
 
 def run_case(case: str, scene_dir: Path, image_size: int, cache_dir: Path, out: Path) -> dict[str, Any]:
     """One case in this process: time per frame, peak RSS, the results saved for the comparison."""
-    from vggtctl.services.eth3d import open_scene
+    from vggtctl.data.eth3d import open_scene
 
     scene = open_scene(scene_dir)
     geoms = [_geometry(f, image_size) for f in scene.frames]
@@ -142,8 +142,8 @@ def run_case(case: str, scene_dir: Path, image_size: int, cache_dir: Path, out: 
 
 def fill_cache(scene_dir: Path, image_size: int, cache_dir: Path) -> None:
     from vggtctl.data.cache import DepthCache
+    from vggtctl.data.eth3d import open_scene
     from vggtctl.data.sample import frame_depth
-    from vggtctl.services.eth3d import open_scene
 
     scene = open_scene(scene_dir)
     for f in scene.frames:

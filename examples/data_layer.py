@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from vggtctl.data import SceneDataset, collate_samples, load_sample
-from vggtctl.services.eth3d import list_scenes
+from vggtctl.data.eth3d import list_scenes
 from vggtctl.services.synthetic import generate_scenes
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from vggtctl.data.eth3d import read_scans  # noqa: E402
 from vggtctl.io.ply import write_ply  # noqa: E402
-from vggtctl.services.eth3d import read_scans  # noqa: E402
 
 
 def main() -> int:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from vggtctl.data import camera_models
 from vggtctl.errors import InputError
-from vggtctl.services import camera_models
 
 _EDGE_RATIO = 1.05
 _PLANAR_TOL = 0.1

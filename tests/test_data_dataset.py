@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vggtctl.data.dataset import SceneDataset, collate_samples
+from vggtctl.data.eth3d import open_scene
 from vggtctl.errors import InputError, UsageError
-from vggtctl.services.eth3d import open_scene
 
 
 def _dataset(root: Path, cache: Path, **kw) -> SceneDataset:  # noqa: ANN003

@@ -12,9 +12,9 @@ import pytest
 from tests.legacy_gt_depth import legacy_gt_depth, legacy_model_grid_depth
 from vggtctl.data import depth as data_depth
 from vggtctl.data.depth import model_grid_depth, undistorted_depth
+from vggtctl.data.eth3d import open_scene
+from vggtctl.data.preprocess import ImageGeometry, load_images
 from vggtctl.io.colmap import read_model_text, rotmat_to_qvec, write_model_text
-from vggtctl.services.eth3d import open_scene
-from vggtctl.services.preprocess import ImageGeometry, load_images
 from vggtctl.services.synthetic import generate_scenes
 
 SETTINGS = (("crop", 518), ("pad", 518), ("crop", 140), ("pad", 154), ("crop", 224))

@@ -11,10 +11,10 @@ import pytest
 from tests.legacy_gt_depth import legacy_model_grid_depth
 from vggtctl.data import sample as data_sample
 from vggtctl.data.cache import DepthCache
+from vggtctl.data.eth3d import open_scene
+from vggtctl.data.preprocess import intrinsics_to_model, load_images
 from vggtctl.data.sample import SceneSample, frame_depth, load_sample
 from vggtctl.errors import InputError
-from vggtctl.services.eth3d import open_scene
-from vggtctl.services.preprocess import intrinsics_to_model, load_images
 
 
 def test_load_sample_holds_what_the_model_sees_and_the_ground_truth(

@@ -12,8 +12,8 @@ import py7zr
 import pytest
 
 from tests.loopback_http import Fault, LoopbackServer
+from vggtctl.data.eth3d import open_scene
 from vggtctl.errors import DiskSpaceError, DownloadError, UsageError
-from vggtctl.services.eth3d import open_scene
 from vggtctl.services.eth3d_download import (
     DownloadConfig,
     DownloadPlan,

@@ -177,7 +177,7 @@ def test_tolerances_must_be_positive_and_increasing() -> None:
 
 
 def test_scans_of_a_real_layout_keep_their_frames(tmp_path: Path) -> None:
-    from vggtctl.services.eth3d import read_scans
+    from vggtctl.data.eth3d import read_scans
 
     (tmp_path / "s" / "dslr_scan_eval").mkdir(parents=True)
     for f in ("scan1.ply", "scan2.ply", "scan_alignment.mlp"):

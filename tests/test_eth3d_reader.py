@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import maximum_filter, minimum_filter
 
+from vggtctl.data import camera_models
 from vggtctl.data.depth import resample_depth, sample_depth
+from vggtctl.data.eth3d import SUBSETS, TRAINING_SCENES, list_scenes, open_scene
+from vggtctl.data.preprocess import ImageGeometry
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera, Image, rotmat_to_qvec, write_model_text
 from vggtctl.io.meshlab import read_scan_alignment
-from vggtctl.services import camera_models, synthetic
-from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES, list_scenes, open_scene
-from vggtctl.services.preprocess import ImageGeometry
+from vggtctl.services import synthetic
 
 # the courtyard camera 0 of ETH3D's dslr_calibration_jpg (FACTS.md §1.3)
 COURTYARD = np.array([3411.42, 3410.02, 3041.29, 2014.07, 0.21047, 0.21102, -5.36231e-06, 0.00051541,
@@ -170,7 +171,7 @@ def test_resample_depth_crop_offset_and_upsampling() -> None:
 
 
 def test_resample_depth_with_foundation_image_geometry() -> None:
-    preprocess = pytest.importorskip("vggtctl.services.preprocess")
+    preprocess = pytest.importorskip("vggtctl.data.preprocess")
     geom = preprocess.ImageGeometry(orig_hw=(8, 12), resized_hw=(4, 6), offset_xy=(0, 1), out_hw=(6, 6))
     d = np.full((8, 12), 3.0, np.float32)
     out = resample_depth(d, geom)

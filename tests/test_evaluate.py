@@ -16,14 +16,14 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from vggtctl.data.depth import resample_depth
+from vggtctl.data.eth3d import open_scene
 from vggtctl.data.frames import select_frame_indices
+from vggtctl.data.preprocess import intrinsics_to_model, load_images
 from vggtctl.errors import EvaluationError, InputError, UsageError
 from vggtctl.io.predictions import save_predictions
-from vggtctl.services.eth3d import open_scene
 from vggtctl.services.evaluate import EvalConfig, evaluate
 from vggtctl.services.metrics import Sim3, camera_centres
 from vggtctl.services.metrics.pointcloud import unproject_depth
-from vggtctl.services.preprocess import intrinsics_to_model, load_images
 
 SIZE = 266  # model input width for the saved predictions: small keeps the tests fast
 

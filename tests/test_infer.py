@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vggtctl.cli.app import app
+from vggtctl.data.preprocess import ImageGeometry, intrinsics_to_original
 from vggtctl.io.colmap import model_format, qvec_to_rotmat, read_model
 from vggtctl.io.ply import read_ply
 from vggtctl.io.predictions import geometries_from_predictions, load_predictions
 from vggtctl.services.infer import select_points
-from vggtctl.services.preprocess import ImageGeometry, intrinsics_to_original
 
 runner = CliRunner()
 

@@ -132,7 +132,7 @@ def test_a_corrupted_overlap_is_flagged_weak() -> None:
 
 @pytest.fixture(scope="module")
 def scene_images(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
-    from vggtctl.services.preprocess import open_image, preprocess_images
+    from vggtctl.data.preprocess import open_image, preprocess_images
     from vggtctl.services.synthetic import generate_scenes
 
     out = tmp_path_factory.mktemp("syn42")

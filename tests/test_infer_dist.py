@@ -52,8 +52,8 @@ def test_infer_cli_through_the_launcher_on_two_processes(tmp_path: Path) -> None
     from PIL import Image
 
     from vggtctl import load_model
+    from vggtctl.data.preprocess import load_images
     from vggtctl.services.infer import predict
-    from vggtctl.services.preprocess import load_images
 
     images = tmp_path / "im"
     images.mkdir()

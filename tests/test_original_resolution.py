@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vggtctl.data.preprocess import preprocess_images
 from vggtctl.io.image_geometry import ImageGeometry, intrinsics_to_original
 from vggtctl.models.vggt.geometry import unproject_depth_map_to_point_map
 from vggtctl.services.original_resolution import frame_at_original, resample_to_original
-from vggtctl.services.preprocess import preprocess_images
 
 
 def _geoms(mode: str) -> list[ImageGeometry]:

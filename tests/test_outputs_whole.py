@@ -142,8 +142,8 @@ def test_a_staging_folder_is_refused_and_skipped(four: dict[str, Path], tmp_path
 
 
 def test_library_predictions_folder_is_complete(tmp_path: Path) -> None:
+    from vggtctl.data.preprocess import ImageGeometry
     from vggtctl.io.predictions import save_predictions
-    from vggtctl.services.preprocess import ImageGeometry
 
     geoms = [ImageGeometry((14, 14), (14, 14), (0, 0), (14, 14))]
     save_predictions(tmp_path, {"extrinsic": np.zeros((1, 3, 4), np.float32)}, geoms, ["a.png"])

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vggtctl.errors import InputError, UsageError
-from vggtctl.services.preprocess import (
+from vggtctl.data.preprocess import (
     ImageGeometry,
     intrinsics_to_model,
     intrinsics_to_original,
@@ -17,6 +16,7 @@ from vggtctl.services.preprocess import (
     preprocess_images,
     resized_size,
 )
+from vggtctl.errors import InputError, UsageError
 
 
 def _noise(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Image:

@@ -12,9 +12,10 @@ import py7zr
 import pytest
 from PIL import Image as PILImage
 
+from vggtctl.data import camera_models
 from vggtctl.errors import UsageError
 from vggtctl.io.colmap import read_model_text
-from vggtctl.services import camera_models, synthetic
+from vggtctl.services import synthetic
 from vggtctl.services.synthetic import generate_scenes
 
 

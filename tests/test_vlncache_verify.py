@@ -110,7 +110,7 @@ def test_reader_hits_equal_live_and_a_spec_mismatch_warns_once(built: tuple[Path
     assert reader.stats() == {"hits": 7, "misses": 0, "hit_rate": 1.0}
     # Live value of the last sample: the causal pass's last frame, patch tokens.
     frames = torch.from_numpy(
-        __import__("vggtctl.services.preprocess", fromlist=["load_images"]).load_images(
+        __import__("vggtctl.data.preprocess", fromlist=["load_images"]).load_images(
             samples[-1].frames, target_size=WIDTH
         )[0]
     )

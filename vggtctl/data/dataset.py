@@ -59,7 +59,7 @@ class SceneDataset(Dataset):
         depth: bool = True,
         cache: DepthCache | bool | str | os.PathLike[str] | None = True,
     ) -> None:
-        from vggtctl.services.eth3d import open_scene
+        from vggtctl.data.eth3d import open_scene
 
         problems = []
         if frames_per_sample < 1:
@@ -129,7 +129,7 @@ class SceneDataset(Dataset):
     def _scene(self, s: int) -> Any:
         scene = self._scenes.get(s)
         if scene is None:
-            from vggtctl.services.eth3d import open_scene
+            from vggtctl.data.eth3d import open_scene
 
             scene = self._scenes[s] = open_scene(self.scene_dirs[s])
         return scene

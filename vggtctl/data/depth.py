@@ -19,9 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
+from vggtctl.data import camera_models
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera
-from vggtctl.services import camera_models
 
 log = logging.getLogger(__name__)
 

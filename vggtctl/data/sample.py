@@ -20,8 +20,8 @@ from vggtctl.data.depth import model_grid_depth
 from vggtctl.errors import InputError
 
 if TYPE_CHECKING:
-    from vggtctl.services.eth3d import Eth3dFrame, Eth3dScene
-    from vggtctl.services.preprocess import ImageGeometry
+    from vggtctl.data.eth3d import Eth3dFrame, Eth3dScene
+    from vggtctl.data.preprocess import ImageGeometry
 
 CacheArg = DepthCache | bool | str | os.PathLike[str] | None
 
@@ -70,7 +70,7 @@ class SceneSample:
 
 def _open(scene: Eth3dScene | str | os.PathLike[str]) -> Eth3dScene:
     if isinstance(scene, (str, os.PathLike)):
-        from vggtctl.services.eth3d import open_scene
+        from vggtctl.data.eth3d import open_scene
 
         return open_scene(scene)
     return scene
@@ -134,7 +134,7 @@ def sample_from_geometries(
     scene = _open(scene)
     if len(frames) != len(geometries):
         raise InputError(f"{len(frames)} frames but {len(geometries)} geometries")
-    from vggtctl.services.preprocess import intrinsics_to_model
+    from vggtctl.data.preprocess import intrinsics_to_model
 
     gt = None
     if depth:
@@ -174,7 +174,7 @@ def load_sample(
     Raises:
         InputError: Unknown frames, unreadable images, missing ground truth.
     """
-    from vggtctl.services.preprocess import load_images
+    from vggtctl.data.preprocess import load_images
 
     scene = _open(scene)
     chosen = _frames(scene, frames)

@@ -2,7 +2,7 @@
 
 Layout under ``out``::
 
-    <scene>/...                       what the archives extract to (read by vggtctl.services.eth3d)
+    <scene>/...                       what the archives extract to (read by vggtctl.data.eth3d)
     archives/<scene>_dslr_<kind>.7z   downloads (``.part`` while in flight; deleted after extraction
                                       unless --keep-archives)
     .vggtctl/manifest.json            per archive: bytes, sha256 of the verified download, and the
@@ -32,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vggtctl.data.eth3d import SUBSETS, TRAINING_SCENES
 from vggtctl.errors import (
     ConfigError,
     DiskSpaceError,
@@ -44,7 +45,6 @@ from vggtctl.errors import (
 )
 from vggtctl.paths import output_dir_problem
 from vggtctl.progress import NULL_PROGRESS, Progress
-from vggtctl.services.eth3d import SUBSETS, TRAINING_SCENES
 from vggtctl.utils.atomic import atomic_write_json
 from vggtctl.utils.fmt import bytes_si
 
@@ -243,7 +243,7 @@ def resolve_scenes(scenes: str | None, subset: str | None, *, free_names: bool =
 
     Args:
         scenes: comma-separated names.
-        subset: one of :data:`vggtctl.services.eth3d.SUBSETS`.
+        subset: one of :data:`vggtctl.data.eth3d.SUBSETS`.
         free_names: accept names outside the 13 training scenes (mirrors / ``--manifest``).
     """
     if scenes and subset:

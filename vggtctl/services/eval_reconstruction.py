@@ -105,7 +105,7 @@ def score_reconstruction(
     scene_dir: Path, config: EvalConfig, sr: SceneReport, progress: Progress
 ) -> np.ndarray:
     """Score ``config.reconstruction`` against the scene's scans into ``sr``; returns the scored cloud."""
-    from vggtctl.services.eth3d import read_scans
+    from vggtctl.data.eth3d import read_scans
 
     assert config.reconstruction is not None
     progress.log(f"{scene_dir.name}: loading laser scans")
@@ -179,8 +179,8 @@ def run_official_evaluator(
     binary: Path, scene_dir: Path, cloud: np.ndarray, config: EvalConfig, progress: Progress
 ) -> dict[str, Any]:
     """Run ETH3D's ``ETH3DMultiViewEvaluation`` on ``cloud`` (written to a temporary PLY)."""
+    from vggtctl.data.eth3d import SCAN_ALIGNMENT, SCAN_DIR
     from vggtctl.io.ply import write_ply
-    from vggtctl.services.eth3d import SCAN_ALIGNMENT, SCAN_DIR
 
     if not binary.is_file():
         raise InputError(

@@ -46,7 +46,7 @@ def match_frames(scene: Any, source_files: list[str], orig_hw: np.ndarray, where
     Raises:
         InputError: A source is not an image of this scene, or its size differs.
     """
-    from vggtctl.services.eth3d import TRAINING_SCENES
+    from vggtctl.data.eth3d import TRAINING_SCENES
 
     by_path = {f.image_path.resolve(): f for f in scene.frames}
     by_name = {f.name: f for f in scene.frames} | {f.stem: f for f in scene.frames}

@@ -10,7 +10,7 @@ from vggtctl.services.eval_config import EvalConfig
 
 def select_scenes(root: Path, config: EvalConfig) -> list[str]:
     """Scene names to evaluate, in order; errors name what is missing and how to get it."""
-    from vggtctl.services.eth3d import SUBSETS, list_scenes
+    from vggtctl.data.eth3d import SUBSETS, list_scenes
 
     present = list_scenes(root)
     if config.scenes:

@@ -85,7 +85,7 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
         EvaluationError: Nothing at all could be evaluated.
     """
     config.validate()
-    from vggtctl.services.eth3d import open_scene
+    from vggtctl.data.eth3d import open_scene
 
     root = Path(config.data) if config.data is not None else eth3d_dir()
     if config.reconstruction is not None:
@@ -161,7 +161,7 @@ def _evaluate_reconstruction(config: EvalConfig, root: Path, progress: Progress)
     cloud = score_reconstruction(scene_dir, config, sr, progress)
     sr.timings["metrics"] = time.perf_counter() - t0
     if config.save_vis is not None:
-        from vggtctl.services.eth3d import read_scans
+        from vggtctl.data.eth3d import read_scans
         from vggtctl.services.eval_vis import save_error_cloud
         from vggtctl.services.metrics.pointcloud import NNIndex, subsample
 
@@ -257,7 +257,11 @@ def _run_model(
     progress.log(f"{scene.name}: {len(frames)} frames → model")
     sample = load_sample(scene, frames, image_size=runner.image_size, mode=config.mode, depth=False)
     preds = predict(
-        runner.model, sample.images, device=runner.device, dtype=runner.dtype.autocast_dtype, progress=progress
+        runner.model,
+        sample.images,
+        device=runner.device,
+        dtype=runner.dtype.autocast_dtype,
+        progress=progress,
     )
     return preds, sample.geometries, sample.images
 

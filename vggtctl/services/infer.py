@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vggtctl.data.preprocess import (
+    ImageGeometry,
+    check_images_readable,
+    preprocess_images,
+)
 from vggtctl.defaults import DEFAULT_REPO
 from vggtctl.errors import InputError, Problem, UsageError, raise_problems
 from vggtctl.io.colmap import FORMATS as COLMAP_FORMATS, check_text_names
@@ -31,11 +36,6 @@ from vggtctl.services.bundle_adjust import BundleAdjustConfig
 from vggtctl.services.colmap_tracks import valid_region
 from vggtctl.services.infer_plan import InferPlan, settings_problems
 from vggtctl.services.original_resolution import RESOLUTIONS, write_original_resolution
-from vggtctl.services.preprocess import (
-    ImageGeometry,
-    check_images_readable,
-    preprocess_images,
-)
 from vggtctl.utils.atomic import StagedDir, atomic_write_json
 from vggtctl.utils.devices import device_problem
 
@@ -92,7 +92,7 @@ def predict(
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
     if x.ndim != 4 or x.shape[1] != 3:
         raise InputError(
-            f"images must be [S,3,H,W], got {list(x.shape)}", "use vggtctl.services.preprocess.load_images"
+            f"images must be [S,3,H,W], got {list(x.shape)}", "use vggtctl.data.preprocess.load_images"
         )
     s, _, h, w = x.shape
     x = x.to(device=device, dtype=torch.float32)

@@ -42,8 +42,8 @@ class DecodedFrames(Sequence["Image.Image"]):
         return next(iter(DecodedFrames([self.frames[i]])))
 
     def __iter__(self) -> Iterator[Image.Image]:
+        from vggtctl.data.preprocess import open_image
         from vggtctl.io.video import iter_video_images
-        from vggtctl.services.preprocess import open_image
 
         for video, run in groupby(self.frames, key=lambda f: f.video):
             group = list(run)
@@ -99,7 +99,7 @@ def input_hw(frames: Sequence[Frame], mode: str, target: int) -> tuple[int, int]
     """Model input (H, W) from image headers / video properties, without decoding pixels."""
     from PIL import Image as PILImage
 
-    from vggtctl.services.preprocess import resized_size
+    from vggtctl.data.preprocess import resized_size
 
     hs, ws = [], []
     seen_video: dict[Path, tuple[int, int]] = {}

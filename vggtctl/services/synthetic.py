@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from vggtctl.data import camera_models
 from vggtctl.errors import Problem, raise_problems
 from vggtctl.io.colmap import Camera, Image, read_model_text, rotmat_to_qvec, write_model_text
 from vggtctl.io.ply import write_ply
-from vggtctl.services import camera_models
 from vggtctl.utils.atomic import atomic_write_json, remove_stale_staging
 
 # materials

@@ -75,7 +75,7 @@ class DataSettings:
 
     root: str | None = None  # folder of ETH3D-layout scenes (--data)
     scenes: list[str] = field(default_factory=list)  # restrict to these scene names
-    subset: str | None = None  # e.g. facades (vggtctl.services.eth3d.SUBSETS)
+    subset: str | None = None  # e.g. facades (vggtctl.data.eth3d.SUBSETS)
     max_img_per_gpu: int = 4  # frames per sample, the first is the reference
     samples_per_scene: int = 16  # frame sets per scene and epoch
     image_size: int = 518
@@ -192,7 +192,7 @@ class FinetuneConfig:
         if not 0 <= d.aspect_crop < 0.5:
             p.append(Problem.of("data.aspect_crop", "must be in [0, 0.5)", d.aspect_crop))
         if d.subset is not None:
-            from vggtctl.services.eth3d import SUBSETS
+            from vggtctl.data.eth3d import SUBSETS
 
             if d.subset not in SUBSETS:
                 p.append(Problem.of("data.subset", f"must be one of {', '.join(SUBSETS)}", d.subset))

@@ -25,7 +25,7 @@ def scene_dirs(data: DataSettings) -> list[Path]:
     Raises:
         ConfigError: No root, a root without scenes, unknown scene names, or scenes without depth (exit 2).
     """
-    from vggtctl.services.eth3d import SUBSETS, list_scenes, open_scene
+    from vggtctl.data.eth3d import SUBSETS, list_scenes, open_scene
 
     problems: list[Problem] = []
     if data.root is None:

@@ -123,7 +123,7 @@ def choose_frames(
 
 def load_scene(files: Sequence[str], image_size: int) -> np.ndarray:
     """``[S,3,H,W]`` float32 frames, preprocessed as ``vggtctl infer`` does (crop mode)."""
-    from vggtctl.services.preprocess import load_images
+    from vggtctl.data.preprocess import load_images
 
     images, _ = load_images(list(files), "crop", image_size)
     return images

@@ -1,7 +1,7 @@
 """One preprocessing for both encoders: each frame is decoded once, resized once, and both VGGT and Qwen
 see the same pixels.
 
-Frames go through :func:`vggtctl.services.preprocess.preprocess_image` in ``crop`` mode at width
+Frames go through :func:`vggtctl.data.preprocess.preprocess_image` in ``crop`` mode at width
 ``image_width`` (644 by default: a 640×480 frame becomes 490×644, VGGT's 35×46 patch grid). Qwen gets the
 same tensor cropped to the top-left multiple of 28 pixels (476×644: a 34×46 patch grid, 17×23 = 391 LLM
 tokens), and the VGGT features are cropped to the same 34×46 grid before the 2×2 regroup, so token k of
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vggtctl.services.preprocess import open_image, preprocess_image
+from vggtctl.data.preprocess import open_image, preprocess_image
 
 QWEN_UNIT = 28
 """Qwen2.5-VL's pixel unit: patch 14 × spatial merge 2."""

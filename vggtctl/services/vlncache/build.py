@@ -137,7 +137,7 @@ def estimate_bytes(samples: list[CacheSample], config: BuildConfig, channels: in
     """Bytes the entries will take: the first frame's patch grid × channels × dtype size, per sample."""
     if not samples:
         return 0
-    from vggtctl.services.preprocess import open_image, resized_size
+    from vggtctl.data.preprocess import open_image, resized_size
 
     img = open_image(samples[0].frames[-1])
     new_w, new_h = resized_size(img.size[0], img.size[1], config.mode, config.image_width)

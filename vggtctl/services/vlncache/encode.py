@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vggtctl.data.preprocess import load_images
 from vggtctl.models.vggt.model import VGGT
-from vggtctl.services.preprocess import load_images
 
 from .spec import CacheSpec
 
