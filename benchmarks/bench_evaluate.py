@@ -32,10 +32,11 @@ from scipy.spatial.transform import Rotation
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import peak_rss_mb, write_result  # noqa: E402
+from vggtctl.data.eth3d_scan import Eth3dScan  # noqa: E402
 from vggtctl.services.eval_config import EvalConfig  # noqa: E402
 from vggtctl.services.eval_pointcloud import score_pointcloud  # noqa: E402
 from vggtctl.services.metrics import Sim3, camera_centres, camera_metrics, evaluate_depth  # noqa: E402
-from vggtctl.services.metrics.eth3d_protocol import Eth3dScan, eth3d_metrics  # noqa: E402
+from vggtctl.services.metrics.eth3d_protocol import eth3d_metrics  # noqa: E402
 from vggtctl.services.metrics.pointcloud import unproject_depth  # noqa: E402
 
 H, W = 350, 518  # an ETH3D 6200x4130 image at --image-size 518, crop

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from vggtctl.data.depth import undistorted_depth
+from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera, Image, read_cameras_text, read_images_text
 from vggtctl.io.meshlab import read_scan_alignment
-from vggtctl.services.metrics.eth3d_protocol import Eth3dScan
 
 TRAINING_SCENES: tuple[str, ...] = (
     "courtyard", "delivery_area", "electro", "facade", "kicker", "meadow", "office",

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import EvaluationError
 from vggtctl.progress import Progress
 from vggtctl.services.eval_config import _DOWNLOAD_HINT, EvalConfig
 from vggtctl.services.eval_report import SceneReport
 from vggtctl.services.metrics.align import icp, umeyama
 from vggtctl.services.metrics.camera import camera_centres
-from vggtctl.services.metrics.eth3d_protocol import Eth3dResult, Eth3dScan, eth3d_metrics
+from vggtctl.services.metrics.eth3d_protocol import Eth3dResult, eth3d_metrics
 from vggtctl.services.metrics.pointcloud import (
     PointCloudResult,
     pointcloud_metrics,

@@ -25,7 +25,6 @@ from vggtctl.services.metrics.depth import DEPTH_METRIC_KEYS, DepthResult, depth
 from vggtctl.services.metrics.eth3d_protocol import (
     ETH3D_TOLERANCES,
     Eth3dResult,
-    Eth3dScan,
     eth3d_metrics,
 )
 from vggtctl.services.metrics.pointcloud import (
@@ -44,7 +43,6 @@ __all__ = [
     "CameraResult",
     "DepthResult",
     "Eth3dResult",
-    "Eth3dScan",
     "IcpResult",
     "NNIndex",
     "PointCloudResult",

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import EvaluationError
 
 ETH3D_TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # metres, the benchmark's
@@ -50,40 +51,6 @@ BEAM_START_RADIUS = 0.5 * 0.00225  # metres (the program's default)
 BEAM_DIVERGENCE_DEG = 0.011  # half-angle, degrees (the program's default)
 _GRID_SHIFTS = (0.0, 0.5)  # the two voxel grids, shifted by half a voxel in x, y and z
 _K_RAYS = 8  # rays fetched per point in the bulk query; more are fetched only where all 8 fit
-
-
-@dataclass
-class Eth3dScan:
-    """One laser scan: its points in the scanner's own frame and where that frame sits in the world.
-
-    Attributes:
-        points: ``[N, 3]`` float32 scanner-local points (scanner at the origin, z up).
-        global_T_mesh: ``[4, 4]`` world ← scan transform (MeshLab ``MLMatrix44``).
-        name: The scan's file name, for messages.
-    """
-
-    points: np.ndarray
-    global_T_mesh: np.ndarray
-    name: str = "scan"
-
-    def world_points(self) -> np.ndarray:
-        """The points in world coordinates, float32 (as the program transforms them)."""
-        return _affine(np.asarray(self.global_T_mesh, dtype=np.float32), self.points)
-
-
-def _affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``m[:3, :3] @ p + m[:3, 3]`` in float32, summed as PCL's SSE transform does.
-
-    The order of the float32 additions (``m0·x + (m1·y + (m2·z + t))``) decides which side of a voxel
-    boundary a point on a grid-aligned surface lands, so it is kept, and no BLAS (with its fused
-    multiply-adds) is used.
-    """
-    p = np.asarray(points, dtype=np.float32).reshape(-1, 3)
-    x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    out = np.empty_like(p)
-    for r in range(3):
-        out[:, r] = m[r, 0] * x + (m[r, 1] * y + (m[r, 2] * z + m[r, 3]))
-    return out
 
 
 @dataclass
