@@ -5,10 +5,14 @@
 * :class:`~vggtctl.data.dataset.SceneDataset`: a ``torch.utils.data.Dataset`` drawing seeded frame sets
   (the first frame is the reference), with :func:`~vggtctl.data.dataset.collate_samples`;
 * :mod:`vggtctl.data.depth`: ground-truth depth on the model grid in bounded memory;
-  :mod:`vggtctl.data.cache`: its content-keyed disk cache; :mod:`vggtctl.data.frames`: frame plans.
+  :mod:`vggtctl.data.cache`: its content-keyed disk cache; :mod:`vggtctl.data.frames`: frame plans;
+* what those build on: :mod:`vggtctl.data.eth3d` (the ETH3D scene reader, with
+  :mod:`vggtctl.data.eth3d_scan`), :mod:`vggtctl.data.camera_models` (COLMAP camera models) and
+  :mod:`vggtctl.data.preprocess` (image preprocessing as the model's reference does it).
 
-Names are imported lazily so that ``import vggtctl.data.depth`` (used by the ETH3D reader) does not
-pull in torch or the reader itself. ``eth3d_archives.json`` (the pinned archive sizes) is package data
+Nothing here imports ``vggtctl.services``, ``vggtctl.cli`` or ``vggtctl.launch``
+(``tests/test_layers.py``). Names are imported lazily so that ``import vggtctl.data.depth`` (used by
+the ETH3D reader) does not pull in torch or the reader itself. ``eth3d_archives.json`` (the pinned archive sizes) is package data
 of this folder.
 """
 

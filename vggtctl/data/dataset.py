@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vggtctl.data.cache import DepthCache, resolve_cache
+from vggtctl.data.eth3d import Eth3dScene, open_scene
 from vggtctl.data.frames import check_frame_images, draw_frame_set, mismatch_hint
 from vggtctl.data.sample import SceneSample, load_sample
 from vggtctl.errors import InputError, UsageError
@@ -59,8 +60,6 @@ class SceneDataset(Dataset):
         depth: bool = True,
         cache: DepthCache | bool | str | os.PathLike[str] | None = True,
     ) -> None:
-        from vggtctl.data.eth3d import open_scene
-
         problems = []
         if frames_per_sample < 1:
             problems.append(f"frames per sample {frames_per_sample} (must be >= 1)")
@@ -99,7 +98,7 @@ class SceneDataset(Dataset):
                 )
             self.names.append(scene.name)
             self.frame_counts.append(len(scene.frames))
-        self._scenes: dict[int, Any] = {}
+        self._scenes: dict[int, Eth3dScene] = {}
 
     def __len__(self) -> int:
         return len(self.scene_dirs) * self.samples_per_scene
@@ -126,11 +125,9 @@ class SceneDataset(Dataset):
             scene, frames, image_size=self.image_size, mode=self.mode, depth=self.depth, cache=self.cache
         )
 
-    def _scene(self, s: int) -> Any:
+    def _scene(self, s: int) -> Eth3dScene:
         scene = self._scenes.get(s)
         if scene is None:
-            from vggtctl.data.eth3d import open_scene
-
             scene = self._scenes[s] = open_scene(self.scene_dirs[s])
         return scene
 

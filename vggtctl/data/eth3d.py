@@ -29,6 +29,7 @@ from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import InputError
 from vggtctl.io.colmap import Camera, Image, read_cameras_text, read_images_text
 from vggtctl.io.meshlab import read_scan_alignment
+from vggtctl.io.ply import read_ply
 
 TRAINING_SCENES: tuple[str, ...] = (
     "courtyard", "delivery_area", "electro", "facade", "kicker", "meadow", "office",
@@ -298,8 +299,6 @@ def read_scans(scene_dir: str | os.PathLike[str], name: str | None = None) -> li
     Raises:
         InputError: no ``scan_alignment.mlp``, a scan PLY missing, unreadable or without x, y, z.
     """
-    from vggtctl.io.ply import read_ply
-
     root = Path(scene_dir)
     name = name or root.name
     if not has_scans(root):

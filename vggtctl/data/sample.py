@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from vggtctl.data.cache import DepthCache, geometry_key, resolve_cache
 from vggtctl.data.depth import model_grid_depth
+from vggtctl.data.eth3d import Eth3dFrame, Eth3dScene, open_scene
+from vggtctl.data.preprocess import load_images
 from vggtctl.errors import InputError
-
-if TYPE_CHECKING:
-    from vggtctl.data.eth3d import Eth3dFrame, Eth3dScene
-    from vggtctl.data.preprocess import ImageGeometry
+from vggtctl.io.image_geometry import ImageGeometry, intrinsics_to_model
 
 CacheArg = DepthCache | bool | str | os.PathLike[str] | None
 
@@ -70,8 +69,6 @@ class SceneSample:
 
 def _open(scene: Eth3dScene | str | os.PathLike[str]) -> Eth3dScene:
     if isinstance(scene, (str, os.PathLike)):
-        from vggtctl.data.eth3d import open_scene
-
         return open_scene(scene)
     return scene
 
@@ -134,8 +131,6 @@ def sample_from_geometries(
     scene = _open(scene)
     if len(frames) != len(geometries):
         raise InputError(f"{len(frames)} frames but {len(geometries)} geometries")
-    from vggtctl.data.preprocess import intrinsics_to_model
-
     gt = None
     if depth:
         gt = np.stack([frame_depth(scene, f, g, cache) for f, g in zip(frames, geometries, strict=True)])
@@ -174,8 +169,6 @@ def load_sample(
     Raises:
         InputError: Unknown frames, unreadable images, missing ground truth.
     """
-    from vggtctl.data.preprocess import load_images
-
     scene = _open(scene)
     chosen = _frames(scene, frames)
     images, geoms = load_images([f.image_path for f in chosen], mode=mode, target_size=image_size)

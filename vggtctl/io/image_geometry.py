@@ -1,7 +1,8 @@
 """How an original image became a model input frame (:class:`ImageGeometry`), and its intrinsics maps.
 
-A plain record with no dependency above numpy: preprocessing (services) produces it, the files under
-``io/`` (``predictions.npz``, COLMAP models) store it, and the data layer carries it per frame.
+A plain record with no dependency above numpy: preprocessing (``vggtctl.data.preprocess``) produces it,
+the files under ``io/`` (``predictions.npz``, COLMAP models) store it, and the data layer carries it per
+frame.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from vggtctl.data.eth3d import open_scene, read_scans
 from vggtctl.data.frames import plan_frames, select_frame_indices
 from vggtctl.data.sample import SceneSample, load_sample, sample_from_geometries
 from vggtctl.errors import EvaluationError, InputError
@@ -85,8 +86,6 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
         EvaluationError: Nothing at all could be evaluated.
     """
     config.validate()
-    from vggtctl.data.eth3d import open_scene
-
     root = Path(config.data) if config.data is not None else eth3d_dir()
     if config.reconstruction is not None:
         return _evaluate_reconstruction(config, root, progress)
@@ -161,7 +160,6 @@ def _evaluate_reconstruction(config: EvalConfig, root: Path, progress: Progress)
     cloud = score_reconstruction(scene_dir, config, sr, progress)
     sr.timings["metrics"] = time.perf_counter() - t0
     if config.save_vis is not None:
-        from vggtctl.data.eth3d import read_scans
         from vggtctl.services.eval_vis import save_error_cloud
         from vggtctl.services.metrics.pointcloud import NNIndex, subsample
 
