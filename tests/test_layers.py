@@ -1,4 +1,6 @@
-"""Lower layers never import upward: io/, models/, utils/, runtime/, runs/ know nothing of services/ or cli/.
+"""Lower layers never import upward: data/, io/, models/, utils/, runtime/, runs/ know nothing of services/
+or cli/; data/ (scene readers, camera models, preprocessing, samples) builds on io/ only, never on models/
+or launch/.
 
 Imports under ``if TYPE_CHECKING:`` (annotations only) do not count: they never run.
 """
@@ -13,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "vggtctl"
 # layer -> the packages it must not import (module-level or inside functions)
 FORBIDDEN = {
-    "io": ("vggtctl.services", "vggtctl.cli"),
+    "data": ("vggtctl.services", "vggtctl.cli", "vggtctl.launch", "vggtctl.models"),
+    "io": ("vggtctl.services", "vggtctl.cli", "vggtctl.launch", "vggtctl.data"),
     "models": ("vggtctl.services", "vggtctl.cli", "vggtctl.io"),
     "utils": ("vggtctl.services", "vggtctl.cli", "vggtctl.io", "vggtctl.models"),
     "runtime": ("vggtctl.services", "vggtctl.cli", "vggtctl.io", "vggtctl.models"),
