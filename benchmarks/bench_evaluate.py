@@ -8,7 +8,10 @@ their scanner frames, as ETH3D ships them. Every stage is timed through the same
 ``vggtctl evaluate`` calls:
 
 * ``default_metrics_total``: what ``vggtctl evaluate`` computes per scene by default (depth at two
-  alignments, cameras, ETH3D's official point-cloud protocol against the scans);
+  alignments, cameras, ETH3D's official point-cloud protocol against the scans), the first scene of a
+  process (``pointcloud_scan_repeat``: the same point-cloud stage again, as for a second scene);
+* ``kernel_load_s``: loading the compiled kernels, once per process (hidden behind reading data in
+  ``vggtctl evaluate``; the first run after installing also compiles them, a few seconds);
 * ``eth3d_official_1e6x1e6``: ETH3D's protocol alone, 1e6 scan points x 1e6 reconstruction points
   (scan points + 1 cm noise) at the 6 benchmark tolerances (goal: <= 10 s on 2 cores; CPU s reported
   too because the machine is shared);
@@ -35,7 +38,7 @@ from benchmarks.common import peak_rss_mb, write_result  # noqa: E402
 from vggtctl.data.eth3d_scan import Eth3dScan  # noqa: E402
 from vggtctl.services.eval_config import EvalConfig  # noqa: E402
 from vggtctl.services.eval_pointcloud import score_pointcloud  # noqa: E402
-from vggtctl.services.metrics import Sim3, camera_centres, camera_metrics, evaluate_depth  # noqa: E402
+from vggtctl.services.metrics import Sim3, camera_centres, camera_metrics, eth3d_protocol, evaluate_depth  # noqa: E402
 from vggtctl.services.metrics.eth3d_protocol import eth3d_metrics  # noqa: E402
 from vggtctl.services.metrics.pointcloud import unproject_depth  # noqa: E402
 
@@ -160,6 +163,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    # the compiled kernels load once per process (vggtctl evaluate starts that on a thread while it
+    # reads the scenes and runs the model); timed on its own here, before any stage
+    t0 = time.perf_counter()
+    eth3d_protocol.load_kernels_in_background()
+    eth3d_protocol.wait_for_kernels()
+    kernel_load_s = time.perf_counter() - t0
     scene, t_make = timed(make_scene, args.frames, args.seed)
     scan_list = scans(args.scan_points, np.random.default_rng(args.seed + 1))
     n_scan = sum(len(s.points) for s in scan_list)
@@ -176,6 +185,8 @@ def main() -> int:
     cfg = EvalConfig(voxel_size=args.voxel_size)
     (pc, _, info, _, _), stages["pointcloud_scan"] = timed(score_pointcloud, *pc_args, cfg, scan_list)
     pc_cpu = CPU["last"]
+    _, stages["pointcloud_scan_repeat"] = timed(score_pointcloud, *pc_args, cfg, scan_list)  # warm heap
+    pc_repeat_cpu = CPU["last"]
     nn_cfg = EvalConfig(voxel_size=args.voxel_size, nn_metrics=True)
     (_, pc_nn, _, _, _), stages["pointcloud_scan_with_nn_metrics"] = timed(
         score_pointcloud, *pc_args, nn_cfg, scan_list
@@ -208,6 +219,8 @@ def main() -> int:
             "default_metrics_total": round(default_total, 3),
         },
         "pointcloud_scan_cpu_s": round(pc_cpu, 3),
+        "pointcloud_scan_repeat_cpu_s": round(pc_repeat_cpu, 3),
+        "kernel_load_s": round(kernel_load_s, 3),
         "eth3d_official_1e6x1e6_cpu_s": round(official_cpu, 3),
         "eth3d_official_1e6x1e6_points": {"scan": n_scan, "reconstruction": len(rec)},
         "load_average_1min": round(os.getloadavg()[0], 2),

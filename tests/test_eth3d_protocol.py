@@ -238,3 +238,54 @@ def test_ray_grid_finds_every_beam_even_at_the_poles_and_the_azimuth_seam() -> N
     want_inacc[i[along < rq[j]]] = True
     assert len(np.unique(i)) > 500  # many points are in some beam: the test has teeth
     assert np.array_equal(first, want) and np.array_equal(inacc, want_inacc)
+
+
+def test_the_fast_atan2_stays_within_the_margin_the_beam_cone_adds() -> None:
+    # the cone bounds widen by 2 x ATAN_ERROR for the approximate angles: the approximation must stay
+    # inside ATAN_ERROR everywhere, axes, diagonals and all four quadrants included
+    from vggtctl.services.metrics.eth3d_beams import ATAN_ERROR, _asin_above, _atan2
+
+    angles = np.concatenate([np.linspace(-np.pi, np.pi, 200_001), np.arange(-4, 5) * (np.pi / 4)])
+    rng = np.random.default_rng(3)
+    radii = 10.0 ** rng.uniform(-6, 3, len(angles))
+    y, x = radii * np.sin(angles), radii * np.cos(angles)
+    got = np.array([_atan2(a, b) for a, b in zip(y, x, strict=True)])
+    err = np.abs(np.angle(np.exp(1j * (got - np.arctan2(y, x)))))  # modulo 2 pi: +pi and -pi agree
+    assert 1e-6 < err.max() <= ATAN_ERROR  # an approximation (not libm), within its stated bound
+    assert _atan2(0.0, 0.0) == 0.0
+    s = np.linspace(0, 0.999, 10_000)
+    assert all(_asin_above(v) >= math.asin(v) for v in s)
+    assert _asin_above(0.4) < 1.2 * math.asin(0.4)  # an upper bound, not a loose one
+
+
+def test_per_cell_means_count_the_programs_float32_cells_even_for_far_outliers() -> None:
+    # the hash-partitioned cells against a direct count per cell (np.unique on the float32 floor):
+    # shared cells, far outliers (1e7 m) and negative coordinates, both grid shifts, both ratio types
+    from vggtctl.services.metrics.eth3d_cells import voxel_ratio_sums
+
+    rng = np.random.default_rng(11)
+    n, nt = 6000, 4
+    pts = rng.uniform(-0.08, 0.08, (n, 3)).astype(np.float32)
+    pts[:20] = rng.uniform(-1e7, 1e7, (20, 3)).astype(np.float32)
+    pts[20:2000] = pts[2000:3980]  # every cell of these holds two or more points
+    first = rng.integers(0, nt + 1, n)
+    seen_from = np.minimum(first, rng.integers(0, nt + 1, n))  # seen no later than accurate
+    for shift in (0.0, 0.5):
+        triples = np.floor(pts * np.float32(100.0) + np.float32(shift)).astype(np.int64)
+        _, cell = np.unique(triples, axis=0, return_inverse=True)
+        cell = cell.ravel()
+        for as_f32 in (False, True):
+            sums, counted = np.zeros(nt), np.zeros(nt, dtype=np.int64)
+            cells = voxel_ratio_sums(
+                pts, np.float32(100.0), np.float32(shift), first, seen_from, nt, as_f32, sums, counted
+            )
+            assert cells == cell.max() + 1
+            for t in range(nt):
+                s = np.bincount(cell, weights=seen_from <= t)
+                a = np.bincount(cell, weights=first <= t)
+                keep = s > 0
+                ratio = (
+                    (a[keep].astype(np.float32) / s[keep].astype(np.float32)) if as_f32 else a[keep] / s[keep]
+                )
+                assert counted[t] == keep.sum()
+                assert sums[t] == pytest.approx(float(np.sum(ratio, dtype=np.float64)), rel=1e-12)

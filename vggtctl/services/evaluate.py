@@ -86,6 +86,11 @@ def evaluate(config: EvalConfig, progress: Progress = NULL_PROGRESS) -> EvalRepo
         EvaluationError: Nothing at all could be evaluated.
     """
     config.validate()
+    if config.pc_reference == "scan":
+        from vggtctl.services.metrics.eth3d_protocol import load_kernels_in_background
+
+        load_kernels_in_background()  # hidden behind reading scenes and running the model
+
     root = Path(config.data) if config.data is not None else eth3d_dir()
     if config.reconstruction is not None:
         return _evaluate_reconstruction(config, root, progress)

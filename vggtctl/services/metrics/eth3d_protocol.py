@@ -22,12 +22,13 @@ The definitions follow ETH3D's evaluation program (github.com/ETH3D/multi-view-e
   are float64 as there.
 
 Speed: as the program does, each scan's rays are binned on a spherical (inclination × azimuth) grid;
-each reconstruction point gathers the rays of the cells its beam cone can reach (one or two cells for
-almost every point), and the in-beam test runs on those candidate pairs in float32, vectorised. The
-voxel cells are one packed int64 key per point, sorted once per grid, and one reduction serves both
-ratios at every tolerance. Completeness is an unbalanced k-d tree over the reconstruction queried in
-cell order; it runs on a second thread beside accuracy. The grid, the tree and the query order only
-decide which pairs are tried, never a number (checked bit for bit against the former k-d tree version).
+a compiled kernel (``eth3d_beams``, numba) moves each reconstruction point into the scan's frame and
+tests the rays of the cells its beam cone reaches (one or two for almost every point), in float32 in
+the program's order of operations. The voxel averaging is compiled too (``eth3d_cells``: a hash table
+per partition of the points, no sort). Completeness is an unbalanced k-d tree over the reconstruction;
+it runs on a second thread beside accuracy. The grid, the tree and the query order only decide which
+pairs are tried, never a number: the kernels give the numbers the vectorised numpy form gave, bit for
+bit (checked on the benchmark scene and the official fixtures when they replaced it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -44,13 +46,14 @@ from scipy.spatial import cKDTree
 
 from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import EvaluationError
+from vggtctl.services.metrics.eth3d_beams import beam_test_scan
+from vggtctl.services.metrics.eth3d_cells import counting_order, voxel_ratio_sums
 
 ETH3D_TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # metres, the benchmark's
 ETH3D_VOXEL_SIZE = 0.01
 BEAM_START_RADIUS = 0.5 * 0.00225  # metres (the program's default)
 BEAM_DIVERGENCE_DEG = 0.011  # half-angle, degrees (the program's default)
 _GRID_SHIFTS = (0.0, 0.5)  # the two voxel grids, shifted by half a voxel in x, y and z
-_K_RAYS = 8  # rays fetched per point in the bulk query; more are fetched only where all 8 fit
 
 
 @dataclass
@@ -104,99 +107,24 @@ def check_tolerances(tolerances: tuple[float, ...] | list[float]) -> list[str]:
     return reasons
 
 
-class _VoxelGrids:
-    """Both voxel grids of one point set: per grid, the points sorted by cell and each cell's run.
-
-    Cells are hashed as one packed int64 key per point (``floor(p / voxel + shift)`` in float32, as the
-    program floors it) and sorted once per grid; every tolerance and both ratios then reuse the runs.
-    """
-
-    def __init__(self, points: np.ndarray, voxel_size: float) -> None:
-        inv = np.float32(1.0 / voxel_size)
-        cols = [np.ascontiguousarray(points[:, a], dtype=np.float32) for a in range(3)]
-        self.grids: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for shift in _GRID_SHIFTS:
-            key = _cell_keys(cols, inv, np.float32(shift))
-            order = np.argsort(key)  # the order within a cell does not matter
-            ks = key[order]
-            starts = np.flatnonzero(np.concatenate(([True], ks[1:] != ks[:-1])))
-            counts = np.diff(np.append(starts, len(ks)))
-            self.grids.append((order, starts, counts))
-
-    @property
-    def first_order(self) -> np.ndarray:
-        """The points' order in the first grid (cell by cell: a spatially coherent order)."""
-        return self.grids[0][0]
-
-    def cell_count(self) -> int:
-        return sum(len(starts) for _, starts, _ in self.grids)
-
-    def mean_sums(
-        self, first: np.ndarray, seen_from: np.ndarray | None, nt: int, ratio_float32: bool
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per tolerance t, over the cells of both grids holding a point seen at t: the sum of
-        (points with ``first <= t``) / (points with ``seen_from <= t``), and the number of such cells.
-
-        ``seen_from=None``: every point is seen (completeness). The ratio is float64, or rounded to
-        float32 as the program's accuracy does; the sums are float64.
-        """
-        sums = np.zeros(nt)
-        cells = np.zeros(nt, dtype=np.int64)
-        for order, starts, counts in self.grids:
-            f = first[order]
-            o = seen_from[order] if seen_from is not None else None
-            # cells of one point (most of them, at 1 cm): ratio 1 when accurate, 0 when only seen
-            single = counts == 1
-            pos = starts[single]
-            sums += np.cumsum(np.bincount(f[pos], minlength=nt + 1))[:nt]
-            if o is None:
-                cells += len(pos)
-            else:
-                cells += np.cumsum(np.bincount(o[pos], minlength=nt + 1))[:nt]
-            multi = ~single
-            m2 = int(multi.sum())
-            if m2 == 0:
-                continue
-            in_multi = np.repeat(multi, counts)
-            cell = np.repeat(np.arange(m2), counts[multi])
-            acc = _cumulative_counts(cell, f[in_multi], nt, m2)
-            seen = (
-                np.broadcast_to(counts[multi], (nt, m2))
-                if o is None
-                else _cumulative_counts(cell, o[in_multi], nt, m2)
-            )
-            for t in range(nt):
-                valid = seen[t] > 0
-                a, s = acc[t][valid], seen[t][valid]
-                if ratio_float32:
-                    ratio = a.astype(np.float32) / s.astype(np.float32)
-                else:
-                    ratio = a / s
-                sums[t] += np.sum(ratio, dtype=np.float64)
-                cells[t] += len(a)
-        return sums, cells
-
-
-def _cell_keys(cols: list[np.ndarray], inv: np.float32, shift: np.float32) -> np.ndarray:
-    """One int64 key per point naming its voxel cell in one grid (the program's float32 floor)."""
-    v = [np.floor(c * inv + shift).astype(np.int64) for c in cols]
-    lo = [int(a.min()) for a in v]
-    dims = [int(a.max()) - m + 1 for a, m in zip(v, lo, strict=True)]
-    if float(dims[0]) * dims[1] * dims[2] < 2**62:
-        key = v[0] - lo[0]
-        key *= dims[1]
-        key += v[1] - lo[1]
-        key *= dims[2]
-        key += v[2] - lo[2]
-        return key
-    # a cloud too wide for one packed key (far outliers): rank the cells instead
-    return np.unique(np.stack(v, axis=1), axis=0, return_inverse=True)[1].ravel()
-
-
-def _cumulative_counts(cell: np.ndarray, index: np.ndarray, nt: int, cells: int) -> np.ndarray:
-    """``[nt, cells]``: per tolerance t and cell, the points with ``index <= t``."""
-    hist = np.bincount(index * cells + cell, minlength=(nt + 1) * cells).reshape(nt + 1, cells)
-    return np.cumsum(hist[:nt], axis=0)
+def _cell_means(
+    points: np.ndarray,
+    voxel_size: float,
+    first: np.ndarray,
+    seen_from: np.ndarray,
+    nt: int,
+    ratio_float32: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Over the cells of both voxel grids, per tolerance t: the sum of each cell's (points with
+    ``first <= t``) / (points with ``seen_from <= t``) over the cells holding a point seen at t, and the
+    number of such cells (see ``eth3d_cells.voxel_ratio_sums``)."""
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    inv = np.float32(1.0 / voxel_size)
+    sums = np.zeros(nt)
+    counted = np.zeros(nt, dtype=np.int64)
+    for shift in _GRID_SHIFTS:
+        voxel_ratio_sums(pts, inv, np.float32(shift), first, seen_from, nt, ratio_float32, sums, counted)
+    return sums, counted
 
 
 def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -235,16 +163,14 @@ def completeness(
     recon = np.asarray(reconstruction, dtype=np.float32).reshape(-1, 3)
     if len(recon) == 0:
         return [0.0] * nt, [0] * nt, n
-    grids = _VoxelGrids(scan, voxel_size)
-    order = grids.first_order  # queries in cell order: neighbours in the tree are neighbours in memory
     bound = float(np.sqrt(tol2[-1])) * (1 + 1e-6)
-    d, _ = _tree(recon).query(scan[order], k=1, distance_upper_bound=bound, workers=workers)
+    d, _ = _tree(recon).query(scan, k=1, distance_upper_bound=bound, workers=workers)
     first = np.full(n, nt)
     hit = np.isfinite(d)
-    first[order[hit]] = _first_index((d[hit] ** 2), tol2)
-    total, _ = grids.mean_sums(first, None, nt, ratio_float32=False)
-    cell_count = grids.cell_count()
-    values = [float(np.float32(s / cell_count)) for s in total]
+    first[hit] = _first_index((d[hit] ** 2), tol2)
+    # every scan point counts: each occupied cell is in the mean at every tolerance
+    total, cell_count = _cell_means(scan, voxel_size, first, np.zeros(n, dtype=np.int64), nt, False)
+    values = [float(np.float32(s / c)) for s, c in zip(total, cell_count, strict=True)]
     done = np.cumsum(np.bincount(first, minlength=nt + 1))[:nt]
     return values, [int(c) for c in done], n
 
@@ -256,7 +182,7 @@ def _tree(points: np.ndarray) -> cKDTree:
 
 
 class _RayGrid:
-    """A scan's unit ray directions binned by inclination and azimuth (the program's spherical grid),
+    """A scan's rays binned by inclination and azimuth (the program's spherical grid), sorted by cell,
     for finding every ray within a small angle of a direction without a k-d tree.
 
     The cell size follows the ray count (about one ray per cell where the scan is dense); only which
@@ -265,79 +191,16 @@ class _RayGrid:
 
     def __init__(self, dirs: np.ndarray) -> None:
         # ~2 cells per ray spacing on a scan covering half the sphere; only the rows the rays span are kept
-        self.n_inc = int(np.clip(round(2.5 * math.sqrt(len(dirs))), 8, 2048))
-        self.n_az = 2 * self.n_inc
-        self.h_inc = math.pi / self.n_inc
-        self.h_az = 2 * math.pi / self.n_az
+        n_inc = int(np.clip(round(2.5 * math.sqrt(len(dirs))), 8, 2048))
+        n_az = 2 * n_inc
+        h_inc, h_az = math.pi / n_inc, 2 * math.pi / n_az
         inc, az, _ = _directions(dirs[:, 0], dirs[:, 1], dirs[:, 2])
-        row = np.clip(np.floor(inc / self.h_inc).astype(np.int64), 0, self.n_inc - 1)
-        self.row0, self.row1 = int(row.min()), int(row.max())
-        col = np.floor((az + math.pi) / self.h_az).astype(np.int64) % self.n_az
-        cell = (row - self.row0) * self.n_az + col
-        self.order = np.argsort(cell)
-        n_cells = (self.row1 - self.row0 + 1) * self.n_az
-        self.offsets = np.zeros(n_cells + 1, dtype=np.int64)
-        np.cumsum(np.bincount(cell, minlength=n_cells), out=self.offsets[1:])
-
-    def candidates(
-        self, inc: np.ndarray, az: np.ndarray, angle: np.ndarray, az_sin: np.ndarray, budget: int = 1 << 22
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(point, ray) pairs, in chunks of about ``budget``, holding every ray within ``angle`` (radians)
-        of each point's direction ``(inc, az)``; ``az_sin`` bounds ``sin(angle) / sin(inc)`` from above,
-        the sine of the cap's azimuth half-width (``>= 1``: the cap holds a pole, every azimuth)."""
-        lo_r = np.clip(np.floor((inc - angle) / self.h_inc), self.row0, self.row1 + 1).astype(np.int64)
-        hi_r = np.clip(np.floor((inc + angle) / self.h_inc), self.row0 - 1, self.row1).astype(np.int64)
-        wide = ~(az_sin < 1)
-        half = np.where(wide, math.pi, np.arcsin(np.where(wide, 0.0, az_sin)))
-        half *= 1 + 1e-9
-        half += 1e-9
-        lo_c = np.floor((az - half + math.pi) / self.h_az).astype(np.int64)
-        hi_c = np.floor((az + half + math.pi) / self.h_az).astype(np.int64)
-        full = hi_c - lo_c + 1 >= self.n_az
-        lo_c[full], hi_c[full] = 0, self.n_az - 1
-        # per row one column span, and a second for the few that cross +-pi (the part wrapped around)
-        wrapped = np.nonzero((lo_c < 0) | (hi_c >= self.n_az))[0]
-        wlo, whi = lo_c[wrapped], hi_c[wrapped]
-        n_rows = hi_r - lo_r  # rows beyond the first (-1: outside the rows the rays span)
-        spans = [
-            (None, lo_r, n_rows, np.maximum(lo_c, 0), np.minimum(hi_c, self.n_az - 1)),
-            (
-                wrapped,
-                lo_r[wrapped],
-                n_rows[wrapped],
-                np.where(wlo < 0, wlo + self.n_az, 0),
-                np.where(wlo < 0, self.n_az - 1, whi - self.n_az),
-            ),
-        ]
-        seg_pt, seg_lo, seg_hi = [], [], []
-        for which, rows0, extra, c0, c1 in spans:
-            for k in range(int(extra.max(initial=-1)) + 1):
-                sel = np.nonzero(extra >= k)[0]
-                base = (rows0[sel] + (k - self.row0)) * self.n_az
-                start = self.offsets[base + c0[sel]]
-                stop = self.offsets[base + c1[sel] + 1]  # <= start for an empty span
-                keep = stop > start
-                seg_pt.append(sel[keep] if which is None else which[sel[keep]])
-                seg_lo.append(start[keep])
-                seg_hi.append(stop[keep])
-        if not seg_pt:
-            return []
-        pt, lo, hi = np.concatenate(seg_pt), np.concatenate(seg_lo), np.concatenate(seg_hi)
-        length = hi - lo
-        ends = np.cumsum(length)
-        out = []
-        first_seg = 0
-        while first_seg < len(pt):
-            last = int(np.searchsorted(ends, ends[first_seg] - length[first_seg] + budget, side="right"))
-            last = max(last, first_seg + 1)
-            sl = slice(first_seg, last)
-            ln = length[sl]
-            total = int(ln.sum())
-            seg_start = np.cumsum(ln) - ln
-            within = np.arange(total) - np.repeat(seg_start, ln)
-            out.append((np.repeat(pt[sl], ln), self.order[np.repeat(lo[sl], ln) + within]))
-            first_seg = last
-        return out
+        row = np.clip(np.floor(inc / h_inc).astype(np.int64), 0, n_inc - 1)
+        row0, row1 = int(row.min()), int(row.max())
+        col = np.floor((az + math.pi) / h_az).astype(np.int64) % n_az
+        cell = (row - row0) * n_az + col
+        self.order, self.offsets = counting_order(cell, (row1 - row0 + 1) * n_az)
+        self.params = np.array([n_inc, n_az, h_inc, h_az, row0, row1], dtype=np.float64)
 
 
 def _directions(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -373,36 +236,16 @@ def classify(
         if len(q) == 0:
             continue
         dq = q / rq[:, None]
-        qc = [np.ascontiguousarray(q[:, a]) for a in range(3)]
-        dqc = [np.ascontiguousarray(dq[:, a]) for a in range(3)]
         m = np.asarray(scan.global_T_mesh, dtype=np.float32)
         r_t = np.ascontiguousarray(m[:3, :3].T)
         t_neg = -m[:3, 3]
         t_inv = np.array([_dot3(r_t[r][None], t_neg[None])[0] for r in range(3)], dtype=np.float32)
-        todo = np.nonzero(first > 0)[0]  # accurate at the smallest tolerance: nothing left to learn
-        x = [recon[todo, a] for a in range(3)]
-        p = [_dot3c(x, list(r_t[r])) + t_inv[r] for r in range(3)]
-        rp = np.sqrt(_dot3c(p, p))
-        beam = start + rp * tan_div
-        # the angle from a point's direction within which a ray may hold it in its beam, with margins
-        # for the float32 arithmetic of the test (which alone decides)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sin_a = np.where(rp > 0, beam.astype(np.float64) / rp, 2.0) * (1 + 2e-4)
-        angle = np.where(sin_a >= 1, 4.0, np.arcsin(np.minimum(sin_a, 1.0)) + 3e-6)
-        inc, az, inv_sin_inc = _directions(*p)
-        az_sin = (sin_a + 3e-6) * inv_sin_inc  # >= sin(angle) / sin(inc)
-        for i, j in _RayGrid(dq).candidates(inc, az, angle, az_sin):
-            pi = [c[i] for c in p]
-            dj = [c[j] for c in dqc]
-            along = _dot3c(dj, pi)
-            off = [pi[a] - along * dj[a] for a in range(3)]
-            bi = beam[i]
-            in_beam = (along >= 0) & (_dot3c(off, off) <= bi * bi)
-            i, j, along = i[in_beam], j[in_beam], along[in_beam]
-            diff = [qc[a][j] - pi[a][in_beam] for a in range(3)]
-            idx = _first_index(_dot3c(diff, diff), tol2)
-            np.minimum.at(first, todo[i], idx)
-            inaccurate[todo[i[along < rq[j]]]] = True
+        grid = _RayGrid(dq)
+        o = grid.order
+        beam_test_scan(
+            recon, r_t, t_inv, q[o], rq[o], dq[o], grid.offsets, grid.params,
+            start, tan_div, tol2, first, inaccurate,
+        )  # fmt: skip
     return first, inaccurate
 
 
@@ -422,7 +265,7 @@ def accuracy(
     first, inacc = classify(scans, recon, tolerances, beam_start_radius, beam_divergence_deg)
     # seen (accurate or inaccurate) from tolerance 0 when flagged, else from where it is accurate
     seen_from = np.where(inacc, 0, first)
-    total, valid_cells = _VoxelGrids(recon, voxel_size).mean_sums(first, seen_from, nt, ratio_float32=True)
+    total, valid_cells = _cell_means(recon, voxel_size, first, seen_from, nt, ratio_float32=True)
     values = [float(np.float32(s / c)) if c else 0.0 for s, c in zip(total, valid_cells, strict=True)]
     observed = np.cumsum(np.bincount(seen_from, minlength=nt + 1))[:nt]
     accurate = np.cumsum(np.bincount(first, minlength=nt + 1))[:nt]
@@ -455,6 +298,36 @@ def _reuse_freed_memory() -> Iterator[None]:
         mallopt(_M_MMAP_THRESHOLD, 32 << 20)
         mallopt(_M_TRIM_THRESHOLD, 64 << 20)
         malloc_trim(0)
+
+
+_kernels_loading: threading.Thread | None = None
+
+
+def load_kernels_in_background() -> None:
+    """Start loading the compiled kernels on a daemon thread (once per process).
+
+    Numba loads each cached kernel on its first call, about 0.3 s in all; a command that reads data
+    or runs a model first can hide that by calling this at its start. A metric call made before the
+    loading ends simply waits for it (numba compiles and loads under one lock).
+    """
+    global _kernels_loading
+    if _kernels_loading is None:
+        _kernels_loading = threading.Thread(target=_load_kernels, name="eth3d-kernels", daemon=True)
+        _kernels_loading.start()
+
+
+def wait_for_kernels() -> None:
+    """Block until :func:`load_kernels_in_background`'s loading (if started) has finished."""
+    if _kernels_loading is not None:
+        _kernels_loading.join()
+
+
+def _load_kernels() -> None:
+    rng = np.random.default_rng(0)
+    scan = Eth3dScan(rng.normal(size=(64, 3)).astype(np.float32), np.eye(4))
+    recon = rng.normal(size=(64, 3)).astype(np.float32)
+    accuracy([scan], recon)
+    completeness([scan], recon, workers=1)
 
 
 def f1_score(accuracy: float, completeness: float) -> float:
