@@ -7,6 +7,7 @@ reconstructions and what ``ETH3DMultiViewEvaluation`` (commit 0daa4f4) printed f
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,28 @@ def test_per_cell_means_count_the_programs_float32_cells_even_for_far_outliers()
                 )
                 assert counted[t] == keep.sum()
                 assert sums[t] == pytest.approx(float(np.sum(ratio, dtype=np.float64)), rel=1e-12)
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc (glibc)")
+def test_freed_memory_stays_in_the_heap_until_the_last_concurrent_metric_call_ends() -> None:
+    # the malloc thresholds are process-wide: a call ending while another still runs must not put them
+    # back under it; the last one to end gives the memory back
+    from vggtctl.services.metrics.eth3d_protocol import _reuse_freed_memory
+
+    def resident_mb() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def churn() -> float:
+        """Resident growth left after touching and freeing 256 MiB."""
+        before = resident_mb()
+        block = np.ones(32 << 20)  # 256 MiB, touched
+        del block
+        return resident_mb() - before
+
+    with _reuse_freed_memory():
+        with _reuse_freed_memory():  # a second call on another thread, say
+            pass
+        assert churn() > 200  # the first call is still running: freed memory stays in the heap
+        inside = resident_mb()
+    assert inside - resident_mb() > 200  # the last call to end trims the heap
+    assert churn() < 50  # and no call running: a block this size is mapped and unmapped again

@@ -275,29 +275,41 @@ def accuracy(
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
+_heap_lock = threading.Lock()
+_heap_users = 0  # metric calls running now: the thresholds are process-wide, the last one restores them
+
+
 @contextlib.contextmanager
 def _reuse_freed_memory() -> Iterator[None]:
     """Keep freed memory in the heap while the metrics run (glibc only; elsewhere a no-op).
 
-    The metrics make and drop hundreds of arrays of millions of elements; by default glibc hands each
-    one back to the kernel and the next one faults its pages in again (about a tenth of the CPU time
-    on a 10-frame cloud; half the page faults). Afterwards the thresholds are left at glibc's own steady state for a
-    process that has freed large blocks (mmap above 32 MiB, trim above 64 MiB) and the heap is trimmed.
+    The metrics make and drop arrays of millions of elements; by default glibc hands each one back to
+    the kernel and the next one faults its pages in again. The thresholds are process-wide, so calls
+    on several threads share one setting: the first to enter raises them, the last to leave puts them
+    back at glibc's own steady state for a process that has freed large blocks (mmap above 32 MiB,
+    trim above 64 MiB) and trims the heap.
     """
+    global _heap_users
     try:
         libc = ctypes.CDLL(None)
         mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):
         yield
         return
-    mallopt(_M_MMAP_THRESHOLD, 1 << 30)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 31)
+    with _heap_lock:
+        _heap_users += 1
+        if _heap_users == 1:
+            mallopt(_M_MMAP_THRESHOLD, 1 << 30)
+            mallopt(_M_TRIM_THRESHOLD, 1 << 31)
     try:
         yield
     finally:
-        mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        mallopt(_M_TRIM_THRESHOLD, 64 << 20)
-        malloc_trim(0)
+        with _heap_lock:
+            _heap_users -= 1
+            if _heap_users == 0:
+                mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+                mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+                malloc_trim(0)
 
 
 _kernels_loading: threading.Thread | None = None
