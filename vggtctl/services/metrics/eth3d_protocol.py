@@ -136,11 +136,6 @@ def _dot3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a[:, 0] * b[:, 0] + (a[:, 1] * b[:, 1] + a[:, 2] * b[:, 2])
 
 
-def _dot3c(a: list[np.ndarray], b: list[np.ndarray]) -> np.ndarray:
-    """:func:`_dot3` on column arrays (contiguous, so each step is one vector operation)."""
-    return a[0] * b[0] + (a[1] * b[1] + a[2] * b[2])
-
-
 def _first_index(d2: np.ndarray, tol2: np.ndarray) -> np.ndarray:
     """Smallest tolerance index with ``d2 <= tol²`` (len(tol2) when none), float32 comparison."""
     return np.searchsorted(tol2, d2.astype(np.float32), side="left")
@@ -194,7 +189,7 @@ class _RayGrid:
         n_inc = int(np.clip(round(2.5 * math.sqrt(len(dirs))), 8, 2048))
         n_az = 2 * n_inc
         h_inc, h_az = math.pi / n_inc, 2 * math.pi / n_az
-        inc, az, _ = _directions(dirs[:, 0], dirs[:, 1], dirs[:, 2])
+        inc, az = _directions(dirs[:, 0], dirs[:, 1], dirs[:, 2])
         row = np.clip(np.floor(inc / h_inc).astype(np.int64), 0, n_inc - 1)
         row0, row1 = int(row.min()), int(row.max())
         col = np.floor((az + math.pi) / h_az).astype(np.int64) % n_az
@@ -203,14 +198,11 @@ class _RayGrid:
         self.params = np.array([n_inc, n_az, h_inc, h_az, row0, row1], dtype=np.float64)
 
 
-def _directions(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inclination from +z (0..pi), azimuth (-pi..pi) and horizontal / full length of vectors, float64."""
+def _directions(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inclination from +z (0..pi) and azimuth (-pi..pi) of vectors, float64."""
     x, y, z = (np.asarray(c, dtype=np.float64) for c in (x, y, z))
-    rh = np.hypot(x, y)
-    inc = np.arctan2(rh, z)  # well conditioned everywhere, unlike arccos(z / r) near the poles
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.hypot(rh, z) / rh  # 1 / sin(inc)
-    return inc, np.arctan2(y, x), ratio
+    inc = np.arctan2(np.hypot(x, y), z)  # well conditioned everywhere, unlike arccos(z / r) near the poles
+    return inc, np.arctan2(y, x)
 
 
 def classify(
