@@ -10,6 +10,8 @@ seen) to a float64 sum, as the program averages them.
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -150,3 +152,28 @@ def counting_order(ids: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray
         order[fill[g]] = i
         fill[g] += 1
     return order, starts
+
+
+def spatial_order(points: np.ndarray, cells_per_axis: int = 64) -> np.ndarray:
+    """An order that puts points near each other next to each other in memory: by coarse cell of a grid
+    over the bulk of the cloud (0.1-99.9 % per axis; points outside go to the border cells), cells in
+    x-major order, then input order. Only memory locality depends on it, never a result."""
+    n = len(points)
+    if n < 2:
+        return np.arange(n)
+    sample = points[:: max(n // 20_000, 1)].astype(np.float64)
+    lo, hi = np.quantile(sample, 0.001, axis=0), np.quantile(sample, 0.999, axis=0)
+    size = np.maximum((hi - lo) / cells_per_axis, 1e-6)
+    return _grid_order(points, lo, 1.0 / size, cells_per_axis)
+
+
+@numba.njit(cache=True, nogil=True)
+def _grid_order(points: np.ndarray, lo: np.ndarray, inv: np.ndarray, dims: int) -> np.ndarray:
+    ids = np.empty(points.shape[0], dtype=np.int64)
+    for i in range(points.shape[0]):
+        key = 0
+        for a in range(3):
+            c = int(math.floor((points[i, a] - lo[a]) * inv[a]))
+            key = key * dims + min(max(c, 0), dims - 1)
+        ids[i] = key
+    return counting_order(ids, dims**3)[0]

@@ -47,7 +47,7 @@ from scipy.spatial import cKDTree
 from vggtctl.data.eth3d_scan import Eth3dScan
 from vggtctl.errors import EvaluationError
 from vggtctl.services.metrics.eth3d_beams import beam_test_scan
-from vggtctl.services.metrics.eth3d_cells import counting_order, voxel_ratio_sums
+from vggtctl.services.metrics.eth3d_cells import counting_order, spatial_order, voxel_ratio_sums
 
 ETH3D_TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)  # metres, the benchmark's
 ETH3D_VOXEL_SIZE = 0.01
@@ -159,6 +159,7 @@ def completeness(
     if len(recon) == 0:
         return [0.0] * nt, [0] * nt, n
     bound = float(np.sqrt(tol2[-1])) * (1 + 1e-6)
+    scan = scan[spatial_order(scan)]  # queries near each other visit the same tree nodes
     d, _ = _tree(recon).query(scan, k=1, distance_upper_bound=bound, workers=workers)
     first = np.full(n, nt)
     hit = np.isfinite(d)
@@ -375,6 +376,9 @@ def eth3d_metrics(
         raise EvaluationError(f"voxel size {voxel_size} must be > 0", "ETH3D uses 0.01 (metres)")
     recon = np.asarray(reconstruction, dtype=np.float32).reshape(-1, 3)
     with _reuse_freed_memory(), ThreadPoolExecutor(1) as pool:
+        # neighbours in space next to each other in memory: the beam test and the k-d tree then find
+        # what they look up in cache (2x faster on a cloud in random order; no number depends on it)
+        recon = recon[spatial_order(recon)]
         # the two halves share nothing; numpy and the k-d tree release the GIL, so on 2 cores they overlap
         comp_job = (
             pool.submit(completeness, scans, recon, tolerances, voxel_size, workers) if workers != 1 else None
