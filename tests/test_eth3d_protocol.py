@@ -315,3 +315,22 @@ def test_freed_memory_stays_in_the_heap_until_the_last_concurrent_metric_call_en
         inside = resident_mb()
     assert inside - resident_mb() > 200  # the last call to end trims the heap
     assert churn() < 50  # and no call running: a block this size is mapped and unmapped again
+
+
+def test_the_order_of_the_reconstruction_changes_no_number() -> None:
+    # the metrics reorder the cloud for memory locality: any input order gives the same result
+    from vggtctl.services.metrics.eth3d_cells import spatial_order
+
+    scans = fixture_scans()
+    rec = read_ply(DATA / "recon_c_outliers.ply")["xyz"]
+    rng = np.random.default_rng(4)
+    shuffled = rec[rng.permutation(len(rec))]
+    a, b = eth3d_metrics(scans, rec), eth3d_metrics(scans, shuffled)
+    assert a.accurate_points == b.accurate_points and a.observed_points == b.observed_points
+    assert a.complete_points == b.complete_points
+    assert np.allclose(a.accuracy, b.accuracy, rtol=0, atol=1e-7)
+    assert np.allclose(a.completeness, b.completeness, rtol=0, atol=1e-7)
+    order = spatial_order(shuffled)
+    assert np.array_equal(np.sort(order), np.arange(len(shuffled)))  # a permutation
+    step = np.linalg.norm(np.diff(shuffled[order], axis=0), axis=1)
+    assert np.median(step) < 0.2 * np.median(np.linalg.norm(np.diff(shuffled, axis=0), axis=1))
