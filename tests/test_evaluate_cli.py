@@ -172,4 +172,4 @@ def test_tiny_model_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
     pngs = sorted(p.name for p in (vis / "synth_000").glob("*.png"))
     assert pngs == [f"depth_DSC_000{i}_median.png" for i in range(3)]
     assert (vis / "synth_000" / "pointcloud_error.ply").is_file()
-    assert {"numpy", "scipy", "torch", "vggtctl"} <= set(report["versions"])
+    assert {"numpy", "scipy", "numba", "torch", "vggtctl"} <= set(report["versions"])

@@ -12,6 +12,7 @@ VERSIONED = (
     "torch",
     "numpy",
     "scipy",
+    "numba",
     "pillow",
     "safetensors",
     "huggingface_hub",
