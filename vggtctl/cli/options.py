@@ -146,7 +146,10 @@ MasterPortOption = Annotated[
         min=1,
         max=65535,
         rich_help_panel=_LAUNCH,
-        help="Rendezvous port (default: MASTER_PORT, else 29500, or a free one when 29500 is busy).",
+        help=(
+            "Rendezvous port (default: MASTER_PORT, else torchrun picks one as it starts on one node; "
+            "29500 for several nodes or --launcher deepspeed, or a free one when 29500 is busy)."
+        ),
     ),
 ]
 LauncherOption = Annotated[

@@ -13,8 +13,11 @@ Nothing here touches the machine: the hardware facts come in as :class:`Detected
 - Nodes, node rank, master address and port: flags, else ``NNODES``/``NODE_RANK``/``MASTER_ADDR``/
   ``MASTER_PORT``, else SLURM's (``SLURM_NNODES``, ``SLURM_NODEID``, first host of ``SLURM_JOB_NODELIST``),
   else one node, rank 0, 127.0.0.1, 29500. Several nodes need a master address.
-- One node: a local rendezvous on 127.0.0.1; a busy *default* port is replaced by a free one (with a
-  warning); a busy port the user fixed is an error.
+- One node under torchrun, no port given: torchrun picks the port itself when it binds (``--standalone``:
+  a c10d rendezvous on ``localhost:0``), so two launches started together never race for one; the plan's
+  ``master_port`` is then ``None``. Otherwise (a port given, several nodes, the deepspeed runner) the port
+  is fixed in the plan: a busy *default* port on node 0 is replaced by a free one probed before the launch
+  (with a warning); a busy port the user fixed is an error.
 - Environment added: ``OMP_NUM_THREADS`` (cores / processes) unless set, and the NCCL settings the config
   names (``NCCL_IB_DISABLE``, ``NCCL_SOCKET_IFNAME``, ...), passed through as given, never guessed.
 """
@@ -34,6 +37,7 @@ LAUNCHERS = ("auto", "single", "torchrun", "deepspeed")
 ZERO_PRESETS = ZERO_PRESET_NAMES  # the presets shipped in vggtctl/runtime/zero_presets/
 DEFAULT_PORT = 29500
 LOCALHOST = "127.0.0.1"
+PORT_BY_TORCHRUN = "port: chosen by torchrun at start"
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,8 @@ class Detected:
         cpus: CPU cores this process may use.
         deepspeed: Whether the ``deepspeed`` package is importable.
         busy_ports: Ports found in use among the ones probed.
-        spare_port: A port found free, used when the default one is busy.
+        spare_port: A port found free, used when the default one is busy and the plan must name a port
+            (several nodes, the deepspeed runner).
     """
 
     gpus: int = 0
@@ -91,7 +96,9 @@ class LaunchPlan:
     """How the command runs. ``backend`` is ``inprocess``, ``torchrun`` or ``deepspeed``.
 
     ``defaulted`` names the values nobody gave (``nproc_per_node``, ``master_port``, ...), ``source``
-    says where each given value came from (``flag``, ``NNODES``, ``SLURM_NNODES``, ...).
+    says where each given value came from (``flag``, ``NNODES``, ``SLURM_NNODES``, ...). ``master_port`` is
+    ``None`` when torchrun picks the port as it starts (one node, no port given): the workers still get
+    ``MASTER_ADDR``/``MASTER_PORT`` from torchrun.
     """
 
     backend: str
@@ -99,7 +106,7 @@ class LaunchPlan:
     nnodes: int
     node_rank: int
     master_addr: str
-    master_port: int
+    master_port: int | None
     rendezvous: str
     env: dict[str, str]
     defaulted: tuple[str, ...]
@@ -124,7 +131,12 @@ class LaunchPlan:
         if self.backend == "torchrun":
             head = [python, "-m", "torch.distributed.run", "--nproc-per-node", str(self.nproc_per_node)]
             head += ["--nnodes", str(self.nnodes), "--node-rank", str(rank)]
-            head += ["--master-addr", self.master_addr, "--master-port", str(self.master_port)]
+            if self.master_port is None:
+                # torchrun's own local rendezvous: its store binds port 0 and the workers' MASTER_PORT is
+                # that store's; --local-addr is the MASTER_ADDR the workers get.
+                head += ["--standalone", "--local-addr", self.master_addr]
+            else:
+                head += ["--master-addr", self.master_addr, "--master-port", str(self.master_port)]
             # A failed worker fails the run: restarting it would repeat steps behind the checkpoints' back.
             head += ["--max-restarts", "0", "-m", module]
             return head + list(argv)
@@ -364,18 +376,6 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
     )
 
     in_process = launcher == "single" or (launcher == "auto" and nproc * nnodes == 1)
-    if port is None:
-        port = DEFAULT_PORT
-        defaulted.append("master_port")
-        # One process needs no rendezvous: a busy default port is nobody's concern then.
-        busy = node_rank == 0 and port in detected.busy_ports and not in_process
-        if busy and detected.spare_port is not None:
-            port = detected.spare_port
-            warnings.append(f"port {DEFAULT_PORT} is in use; using free port {port} for the rendezvous")
-    if addr is None:
-        addr = LOCALHOST
-        defaulted.append("master_addr")
-
     if in_process:
         backend = "inprocess"
     elif launcher == "deepspeed":
@@ -383,13 +383,35 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
     else:
         backend = "torchrun"
 
+    if port is None:
+        defaulted.append("master_port")
+        # One torchrun node: the port stays None and torchrun binds port 0 itself, since a port probed free
+        # here can be taken before torchrun binds it (two launches started at once).
+        if backend != "torchrun" or nnodes > 1:
+            port = DEFAULT_PORT
+            # The deepspeed runner needs a real port: it has no port-0 rendezvous, it hands --master_port to
+            # the workers as MASTER_PORT and rank 0 binds it. So does a static rendezvous of several nodes,
+            # which every node must name. One process needs no rendezvous: a busy port is nobody's concern.
+            busy = node_rank == 0 and port in detected.busy_ports and not in_process
+            if busy and detected.spare_port is not None:
+                port = detected.spare_port
+                warnings.append(f"port {DEFAULT_PORT} is in use; using free port {port} for the rendezvous")
+    if addr is None:
+        addr = LOCALHOST
+        defaulted.append("master_addr")
+
     env: dict[str, str] = {}
     if backend != "inprocess" and "OMP_NUM_THREADS" not in environ:
         env["OMP_NUM_THREADS"] = str(max(1, detected.cpus // max(nproc, 1)))
     for key, value in request.nccl.items():
         env[str(key)] = str(value)
 
-    rendezvous = f"local ({addr}:{port})" if nnodes == 1 else f"static, node 0 at {addr}:{port}"
+    if port is None:
+        rendezvous = f"local ({addr}, {PORT_BY_TORCHRUN})"
+    elif nnodes == 1:
+        rendezvous = f"local ({addr}:{port})"
+    else:
+        rendezvous = f"static, node 0 at {addr}:{port}"
     return LaunchPlan(
         backend=backend,
         nproc_per_node=nproc,
@@ -411,6 +433,7 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
 __all__ = [
     "DEFAULT_PORT",
     "LAUNCHERS",
+    "PORT_BY_TORCHRUN",
     "ZERO_PRESETS",
     "Detected",
     "LaunchPlan",
