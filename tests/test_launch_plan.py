@@ -7,7 +7,15 @@ import sys
 import pytest
 
 from vggtctl.errors import ConfigError
-from vggtctl.launch.plan import Detected, LaunchRequest, build_plan, first_slurm_host, visible_gpus
+from vggtctl.launch.plan import (
+    DEFAULT_PORT,
+    PORT_BY_TORCHRUN,
+    Detected,
+    LaunchRequest,
+    build_plan,
+    first_slurm_host,
+    visible_gpus,
+)
 
 CPU = Detected(gpus=0, cpus=8)
 EIGHT = Detected(gpus=8, cpus=64)
@@ -101,12 +109,51 @@ EIGHT = Detected(gpus=8, cpus=64)
                 "node_rank": 1,
             },
         ),
-        # a busy default port: a free one, with a warning
+        # one torchrun node, no port given: torchrun picks it at start, busy 29500 or not
         (
             LaunchRequest(nproc_per_node=2),
             Detected(cpus=2, busy_ports=frozenset({29500}), spare_port=41234),
             {},
-            {"master_port": 41234, "env": {"OMP_NUM_THREADS": "1"}},
+            {
+                "master_port": None,
+                "rendezvous": f"local (127.0.0.1, {PORT_BY_TORCHRUN})",
+                "defaulted": ("nnodes", "node_rank", "master_port", "master_addr"),
+                "warnings": (),
+                "env": {"OMP_NUM_THREADS": "1"},
+            },
+        ),
+        # a port given (flag or MASTER_PORT) stays fixed on one node
+        (
+            LaunchRequest(nproc_per_node=2, master_port=29601),
+            CPU,
+            {},
+            {"master_port": 29601, "rendezvous": "local (127.0.0.1:29601)"},
+        ),
+        (
+            LaunchRequest(nproc_per_node=2),
+            CPU,
+            {"MASTER_PORT": "29602"},
+            {"master_port": 29602, "source": {"master_port": "MASTER_PORT"}},
+        ),
+        # the deepspeed runner needs a real port: a busy default one is replaced by the probed free one
+        (
+            LaunchRequest(launcher="deepspeed", nproc_per_node=2),
+            Detected(cpus=2, deepspeed=True, busy_ports=frozenset({29500}), spare_port=41234),
+            {},
+            {"backend": "deepspeed", "master_port": 41234, "rendezvous": "local (127.0.0.1:41234)"},
+        ),
+        (
+            LaunchRequest(launcher="deepspeed", nproc_per_node=2),
+            Detected(cpus=2, deepspeed=True, spare_port=41234),
+            {},
+            {"backend": "deepspeed", "master_port": 29500},
+        ),
+        # several nodes: node 0 names the static rendezvous port
+        (
+            LaunchRequest(nnodes=2, master_addr="head", nproc_per_node=2),
+            Detected(cpus=2, busy_ports=frozenset({29500}), spare_port=41234),
+            {},
+            {"master_port": 41234, "rendezvous": "static, node 0 at head:41234"},
         ),
         # forced launchers
         (LaunchRequest(launcher="torchrun"), CPU, {}, {"backend": "torchrun", "nproc_per_node": 1}),
@@ -150,7 +197,9 @@ def test_defaults_are_named() -> None:
 
 def test_busy_port_warning() -> None:
     plan = build_plan(
-        LaunchRequest(nproc_per_node=2), Detected(busy_ports=frozenset({29500}), spare_port=40000), {}
+        LaunchRequest(launcher="deepspeed", nproc_per_node=2),
+        Detected(deepspeed=True, busy_ports=frozenset({29500}), spare_port=40000),
+        {},
     )
     assert plan.warnings == ("port 29500 is in use; using free port 40000 for the rendezvous",)
 
@@ -242,6 +291,33 @@ def test_torchrun_command_per_node() -> None:
     assert cmd[cmd.index("--node-rank") + 1] == "1"
     assert cmd[cmd.index("--master-addr") + 1] == "10.1.1.1"
     assert cmd[-4:] == ["-m", "pkg.worker", "--x", "1"]
+
+
+def test_one_node_torchrun_command_lets_torchrun_pick_the_port() -> None:
+    # --standalone: a c10d rendezvous on localhost:0, bound by torchrun itself (no probe-then-bind race);
+    # --local-addr: the MASTER_ADDR the workers get.
+    plan = build_plan(LaunchRequest(nproc_per_node=2), CPU, {})
+    cmd = plan.command("pkg.worker", ["--x", "1"])
+    assert cmd[3:] == [
+        "--nproc-per-node", "2", "--nnodes", "1", "--node-rank", "0", "--standalone",
+        "--local-addr", "127.0.0.1", "--max-restarts", "0", "-m", "pkg.worker", "--x", "1",
+    ]  # fmt: skip
+    assert "--master-port" not in cmd and "--master-addr" not in cmd
+    assert plan.to_dict()["master_port"] is None
+
+
+@pytest.mark.parametrize(
+    ("request_", "environ", "port"),
+    [
+        (LaunchRequest(nproc_per_node=2, master_port=29601), {}, "29601"),
+        (LaunchRequest(nproc_per_node=2), {"MASTER_PORT": "29602"}, "29602"),
+        (LaunchRequest(nproc_per_node=2, nnodes=2, master_addr="head"), {}, str(DEFAULT_PORT)),
+    ],
+)
+def test_torchrun_command_with_a_fixed_port(request_, environ, port) -> None:
+    cmd = build_plan(request_, CPU, environ).command("pkg.worker", [])
+    assert "--standalone" not in cmd
+    assert cmd[cmd.index("--master-port") + 1] == port
 
 
 def test_busy_default_port_is_ignored_in_process() -> None:

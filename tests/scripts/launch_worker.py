@@ -1,6 +1,7 @@
 """A worker for the launcher's tests: ``main(argv) -> int`` as every launched command's worker has.
 
-Modes: ``allreduce OUT`` (gloo all-reduce of rank+1, rank 0 writes the sum), ``exit RANK CODE`` (that rank
+Modes: ``allreduce OUT`` (gloo all-reduce of rank+1; rank 0 writes the sum and the ``MASTER_ADDR`` /
+``MASTER_PORT`` its launcher gave it), ``exit RANK CODE`` (that rank
 returns CODE, the others 0), ``kill RANK`` (that rank dies of SIGKILL), ``wait OUT`` (wait for SIGTERM;
 each rank writes OUT.rankN and returns 143).
 """
@@ -29,7 +30,8 @@ def main(argv: list[str]) -> int:
         t = torch.tensor([float(info.rank + 1)])
         dist.all_reduce(t)
         if info.rank == 0:
-            Path(argv[1]).write_text(json.dumps({"sum": t.item(), "world": info.world_size}))
+            master = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT")}
+            Path(argv[1]).write_text(json.dumps({"sum": t.item(), "world": info.world_size, **master}))
         dist.destroy_process_group()
         return 0
     if mode == "exit":
