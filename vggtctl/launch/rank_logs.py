@@ -63,7 +63,8 @@ def tee_to_rank_log(log_path: Path, *, echo: bool) -> Iterator[None]:
             sys.stderr.flush()
         for fd in (1, 2):
             os.dup2(saved[fd], fd)  # drops the pipe's last write end here: the pump reads EOF
-            os.close(saved[fd])
         for t in pumps:
             t.join(_JOIN_S)  # a child that inherited the pipe keeps it open: do not wait for it forever
+        for fd in (1, 2):
+            os.close(saved[fd])  # after the joins: the pumps echo the last lines to saved[2]
         log.close()
