@@ -148,12 +148,12 @@ EIGHT = Detected(gpus=8, cpus=64)
             {},
             {"backend": "deepspeed", "master_port": 29500},
         ),
-        # several nodes: node 0 names the static rendezvous port
+        # several nodes: every node names the same static rendezvous port
         (
             LaunchRequest(nnodes=2, master_addr="head", nproc_per_node=2),
-            Detected(cpus=2, busy_ports=frozenset({29500}), spare_port=41234),
+            Detected(cpus=2, spare_port=41234),
             {},
-            {"master_port": 41234, "rendezvous": "static, node 0 at head:41234"},
+            {"master_port": 29500, "rendezvous": "static, node 0 at head:29500"},
         ),
         # forced launchers
         (LaunchRequest(launcher="torchrun"), CPU, {}, {"backend": "torchrun", "nproc_per_node": 1}),
@@ -232,6 +232,14 @@ def test_busy_port_warning() -> None:
             {"MASTER_PORT": "29502"},
             "master_port",
             "in use",
+        ),
+        # several nodes, the default port busy on node 0: no silent swap (node 1 would dial 29500)
+        (
+            LaunchRequest(nnodes=2, master_addr="head", nproc_per_node=2),
+            Detected(cpus=2, busy_ports=frozenset({29500}), spare_port=41234),
+            {},
+            "master_port",
+            "every node dials the same port",
         ),
         (LaunchRequest(nnodes=2, node_rank=2, master_addr="h"), CPU, {}, "node_rank", "0..1"),
         (LaunchRequest(launcher="single", nproc_per_node=2), CPU, {}, "launcher", "one process"),

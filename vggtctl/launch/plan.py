@@ -393,6 +393,20 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
             # the workers as MASTER_PORT and rank 0 binds it. So does a static rendezvous of several nodes,
             # which every node must name. One process needs no rendezvous: a busy port is nobody's concern.
             busy = node_rank == 0 and port in detected.busy_ports and not in_process
+            if busy and nnodes > 1:
+                # the other nodes dial the default too: a port swapped here would leave them knocking at 29500
+                raise_problems(
+                    "launch options",
+                    [
+                        Problem.of(
+                            "master_port",
+                            f"{DEFAULT_PORT} (the default) is in use on node 0, and every node dials the same "
+                            "port: give all nodes one free port",
+                            port,
+                        )
+                    ],
+                    "pass the same --master-port P (or MASTER_PORT=P) on every node",
+                )
             if busy and detected.spare_port is not None:
                 port = detected.spare_port
                 warnings.append(f"port {DEFAULT_PORT} is in use; using free port {port} for the rendezvous")
