@@ -218,6 +218,26 @@ def test_bad_sources(tmp_path: Path, tiny_checkpoint: Path) -> None:
         resolve_source(tmp_path / "x.bin")
 
 
+def test_seeded_source_draws_the_preset_without_a_file(tiny_model: torch.nn.Module) -> None:
+    """``seeded:PRESET``: the architecture with random weights, the loader's dtype rules, repeatable."""
+    a = load_model("seeded:tiny", dtype="bf16")
+    b = load_model("seeded:tiny", dtype="bf16")
+    prov = a.provenance
+    assert (prov.kind, prov.preset, prov.format, prov.path) == ("seeded", "tiny", "seeded", "")
+    assert len(prov.sha256) == 64 and prov.sha256 == b.provenance.sha256
+    sd, ref = a.state_dict(), tiny_model.state_dict()
+    assert list(sd) == list(ref) and all(sd[k].shape == ref[k].shape for k in sd)
+    assert all(torch.equal(sd[k], v) for k, v in b.state_dict().items())
+    assert not all(torch.equal(sd[k].float(), ref[k].float()) for k in sd)  # not the tiny checkpoint's values
+    # bf16 only for the aggregator's Linear layers, as a checkpoint loaded as bf16
+    assert a.aggregator.frame_blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert a.camera_head is None or all(p.dtype == torch.float32 for p in a.camera_head.parameters())
+    with pytest.raises(UsageError, match="names no preset"):
+        load_model("seeded:huge")
+    with pytest.raises(UsageError, match="names no preset"):
+        load_model("seeded:tiny", preset="vggt-1b")
+
+
 def test_predict_matches_reference(
     tiny_model: torch.nn.Module, tiny_reference: dict[str, np.ndarray]
 ) -> None:

@@ -1,8 +1,9 @@
 """The one way any command gets a VGGT model: :func:`load_model`.
 
 Sources: a Hub repo id (``facebook/VGGT-1B``), a local file or folder (``.safetensors``; ``.pt``/``.pth``
-only through ``torch.load(weights_only=True)``), or ``"tiny"`` (the seeded tiny checkpoint, generated
-into the vggtctl cache on first use). The preset is inferred from the checkpoint's keys and shapes
+only through ``torch.load(weights_only=True)``), ``"tiny"`` (the seeded tiny checkpoint, generated
+into the vggtctl cache on first use), or ``"seeded:PRESET"`` (e.g. ``seeded:vggt-1b``: the full
+architecture with random weights drawn on the device, no file; for timing, never for results). The preset is inferred from the checkpoint's keys and shapes
 unless given; loading is strict with a grouped key report; safetensors are memory-mapped (bf16/fp16
 loads convert while reading instead). The model carries its :class:`Provenance` (source, revision,
 sha256, preset), read with :func:`provenance_of` (which looks through DDP/compile/PEFT wrappers).
@@ -74,6 +75,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+SEEDED_PREFIX = "seeded:"
 
 # Folder lookup order: safetensors first (memory-mapped, cannot carry code).
 LOCAL_FILENAMES: tuple[str, ...] = ("model.safetensors", "model.pt", "model.pth")
@@ -314,7 +317,8 @@ def load_model(
 
     Args:
         source: Hub repo id (default ``facebook/VGGT-1B``), local ``.safetensors``/``.pt``/``.pth`` or a
-            folder holding one, or ``"tiny"``.
+            folder holding one, ``"tiny"``, or ``"seeded:vggt-1b"`` / ``"seeded:tiny"`` (random weights
+            of that preset drawn on ``device`` from seed 0, no file: for timing and memory only).
         preset: ``"vggt-1b"`` or ``"tiny"``; inferred from the checkpoint when ``None``.
         device: Torch device for the weights (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         dtype: Weight dtype (``None`` keeps the checkpoint's, float32 for VGGT-1B); a torch dtype or
@@ -334,6 +338,8 @@ def load_model(
     """
     t0 = time.perf_counter()
     torch_dtype = parse_dtype(dtype)
+    if os.fspath(source).startswith(SEEDED_PREFIX):
+        return _seeded(os.fspath(source), preset, device, torch_dtype, revision)
     resolved = resolve_source(source, revision, progress=progress)
     artifact = _ARTIFACTS.get(resolved.artifact) if resolved.artifact else None
     if artifact is not None:
@@ -362,6 +368,33 @@ def load_model(
     model.eval()
     log.info("loaded %s (%s) in %.2fs", resolved.path, fmt, time.perf_counter() - t0)
     return model
+
+
+def _seeded(
+    source: str, preset: str | None, device: str, dtype: torch.dtype | None, revision: str | None
+) -> VGGT:
+    """``seeded:PRESET``: random weights of the preset's architecture drawn on ``device`` from seed 0."""
+    import hashlib
+
+    import torch
+
+    from vggtctl.models.vggt.build import seeded_model
+    from vggtctl.models.vggt.config import PRESETS, get_config
+
+    name = source[len(SEEDED_PREFIX) :]
+    if name not in PRESETS or (preset is not None and preset != name):
+        raise UsageError(f"model source {source!r} names no preset{f' (or not {preset!r})' if preset else ''}",
+                         f"use one of: {', '.join(SEEDED_PREFIX + p for p in PRESETS)}")  # fmt: skip
+    if revision:
+        raise UsageError(f"revision {revision!r} applies to Hub repos, not to {source}", "drop the revision")
+    model = seeded_model(get_config(name), device=device, dtype=dtype)
+    where = torch.device(device).type
+    # No file to hash: the recipe's hash stands for the weights (cache keys stay apart from real ones).
+    recipe = hashlib.sha256(f"{source} seed 0 on {where}, torch {torch.__version__}".encode()).hexdigest()
+    config = model.config
+    set_provenance(model, Provenance(source=source, kind="seeded", path="", repo=None, revision=None, sha256=recipe,
+                                     preset=name, format="seeded", heads=tuple(config.heads)))  # fmt: skip
+    return model.eval()
 
 
 _DTYPE_NAMES = {

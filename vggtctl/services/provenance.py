@@ -42,7 +42,7 @@ class Provenance:
 
     Attributes:
         source: What the caller passed (repo id, path or ``"tiny"``).
-        kind: ``"hub"``, ``"file"`` (a local file or folder) or ``"tiny"``.
+        kind: ``"hub"``, ``"file"`` (a local file or folder), ``"tiny"`` or ``"seeded"`` (random weights, no file).
         path: The local weights file (or artifact folder) that was read.
         repo: Hub repo id (Hub sources only).
         revision: Resolved commit hash for Hub sources (or the requested revision when unknown).

@@ -231,6 +231,21 @@ def from_state_dict(
     return model.eval()
 
 
+def seeded_model(
+    config: VGGTConfig, *, seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> VGGT:
+    """A VGGT of ``config`` with torch's own random init from ``seed``, built on ``device`` (no checkpoint).
+
+    For timing and memory at full size (step time does not depend on weight values): the weights are
+    then placed exactly as :func:`from_state_dict` places a checkpoint's, with the same dtype rules.
+    The draws depend on the device's generator, so a GPU and a CPU build differ.
+    """
+    torch.manual_seed(seed)
+    with torch.device(device):
+        drawn = VGGT(config)
+    return from_state_dict(config, drawn.state_dict(), device=device, dtype=dtype)
+
+
 def _mismatch_message(
     config: VGGTConfig, shapes: Mapping[str, tuple[int, ...]], lines: list[str], count: int
 ) -> str:
