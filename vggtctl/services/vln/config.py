@@ -53,6 +53,8 @@ class VlnTrainConfig:
         log_steps: Write metrics every N optimizer steps.
         save_steps: Checkpoint every N optimizer steps (0 = only at the end).
         keep_checkpoints: Checkpoints kept (the newest).
+        final_save: Write the last checkpoint and the export at the end; false for timing runs (a 7B
+            checkpoint with its AdamW state is ~70 GB).
         seed: Seed of the data order and the new weights.
         deepspeed: DeepSpeed ZeRO preset (zero2, zero2-offload, zero3, zero3-offload) or JSON file; None = plain
             PyTorch (DDP with several processes).
@@ -97,6 +99,7 @@ class VlnTrainConfig:
     log_steps: int = 1
     save_steps: int = 1000
     keep_checkpoints: int = 2
+    final_save: bool = True
     seed: int = 42
     deepspeed: str | None = None
     ds_cpu_adam: bool = True

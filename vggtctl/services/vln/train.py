@@ -293,15 +293,16 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 engine.save(run, state, config.keep_checkpoints)
 
         # -- the end: last checkpoint and the export --------------------------------------------------
-        if latest_checkpoint(run) != run.checkpoint_dir(state.step):
-            engine.save(run, state, config.keep_checkpoints)
         export = run.path / EXPORT
-        weights, gather = engine.full_state_dict(int(config.export_gather_mb * 2**20))
-        if gather is not None:
-            rank_log.write(format_event_line("export gather", gather.to_dict()) + "\n")
-        if run.is_writer:
-            facts = _export_facts(config, context_dim, state.step)
-            export_model(export, engine.module, tokenizer, image_processor, facts, weights)
+        if config.final_save:
+            if latest_checkpoint(run) != run.checkpoint_dir(state.step):
+                engine.save(run, state, config.keep_checkpoints)
+            weights, gather = engine.full_state_dict(int(config.export_gather_mb * 2**20))
+            if gather is not None:
+                rank_log.write(format_event_line("export gather", gather.to_dict()) + "\n")
+            if run.is_writer:
+                facts = _export_facts(config, context_dim, state.step)
+                export_model(export, engine.module, tokenizer, image_processor, facts, weights)
         run.set_status("finished", step=state.step)
     except KeyboardInterrupt:
         run.set_status("failed", step=state.step, message=f"interrupted at step {state.step}")
@@ -320,7 +321,7 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         run.close()
     return TrainResult(
         run_dir=str(run.path),
-        export_dir=str(export),
+        export_dir=str(export) if config.final_save else "",
         steps=state.step - (resumed_from or 0),
         total_steps=total,
         resumed_from=resumed_from,
