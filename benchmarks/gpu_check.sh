@@ -19,8 +19,11 @@
 #                   Estimate (global attention ~ frames^2 at ~400 TFLOP/s bf16): 300 ~40 s, 600 ~170 s,
 #                   1000 ~460 s, so 600/1000 one pass only fit when the earlier steps finish well under their caps
 #                   (else run them alone: GPU_CHECK_BUDGET=590 with only that row, see bench_scale.py --rows)
-#   vln         60  bench_train_vln --device cuda: tiny Qwen + tiny VGGT only (the bench has no real-size
-#                   models yet; issue 18's 3B + 1B row is not in this script)
+#   vln         60  bench_train_vln --device cuda: tiny Qwen + tiny VGGT
+#   vln-3b     150  bench_train_vln --device cuda --size 3b --steps 2: Qwen2.5-VL-3B architecture (random bf16
+#                   weights, 7.5 GB written then loaded) + seeded VGGT-1B, batch 1 x accumulation 8, 9 frames
+#                   at 644, peak GPU memory (issue 18)
+#   vln-7b     240  the same with --size 7b (16.6 GB written), only when >= 120 s remain
 #   model     rest  bench_model --device cuda --dtype bf16, when >= 60 s remain
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +94,14 @@ if scale_row 100x518x518 40; then
 fi
 
 step vln-tiny 60 "$OUT/train-vln.txt" $PYTHON benchmarks/bench_train_vln.py --device cuda --steps 3 --out "$OUT"
+step vln-3b 150 "$OUT/train-vln-3b.txt" $PYTHON benchmarks/bench_train_vln.py --device cuda --size 3b --steps 2 \
+  --out "$OUT"
+if [ $((BUDGET - (SECONDS - START))) -ge 120 ]; then
+  step vln-7b 240 "$OUT/train-vln-7b.txt" $PYTHON benchmarks/bench_train_vln.py --device cuda --size 7b --steps 2 \
+    --out "$OUT"
+else
+  echo "vln-7b: skipped (budget)" | tee -a "$SUMMARY"
+fi
 
 if [ $((BUDGET - (SECONDS - START))) -ge 60 ]; then
   step model 600 "$OUT/bench-model.txt" $PYTHON benchmarks/bench_model.py --device cuda --dtype bf16 --timeout 60
@@ -130,6 +141,13 @@ v = load(out / "train_vln.json")
 if v:
     print(f"train-vln tiny cuda: live {v['live']['median_s']['step_time']:.3f}s/it "
           f"cached {v['cached']['median_s']['step_time']:.3f}s/it")
+for size in ("3b", "7b"):
+    v = load(out / f"train_vln_{size}.json")
+    if v:
+        live = v["live"]
+        print(f"train-vln {size} cuda: {live['median_s']['step_time']:.2f}s per step of {live['samples_per_step']} "
+              f"samples (vggt {live['median_s']['vggt_time']:.2f}s, fwd+bwd {live['median_s']['fwd_bwd_time']:.2f}s, "
+              f"optim {live['median_s']['optim_time']:.2f}s) peak {live.get('gpu_peak_mb')}MB")
 EOF
 echo "total: $((SECONDS - START))s of ${BUDGET}s" | tee -a "$SUMMARY"
 ls -l "$OUT"

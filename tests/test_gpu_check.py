@@ -42,11 +42,19 @@ def test_scale_rows_stop_growing_after_a_failed_row(tmp_path: Path) -> None:
     assert any("bench_quantize.py --device cuda" in c for c in calls)
     assert [c.split("--strategy-1b ")[1][0] for c in calls if "bench_finetune.py" in c] == ["a", "b", "c"]
     assert "scale-300x518x518: exit 3" in summary
-    assert "tests: ok" in summary and "vln-tiny: ok" in summary and "total:" in summary
+    real = [c for c in calls if "bench_train_vln.py" in c and "--size " in c]
+    assert [c.split("--size ")[1].split()[0] for c in real] == ["3b", "7b"]
+    assert all("--device cuda" in c and "--steps 2" in c for c in real)
+    assert (
+        "tests: ok" in summary
+        and "vln-tiny: ok" in summary
+        and "vln-3b: ok" in summary
+        and "total:" in summary
+    )
 
 
 def test_no_step_starts_without_budget(tmp_path: Path) -> None:
     proc, calls, summary = _run(tmp_path, 10)
     assert proc.returncode == 0, proc.stderr
     assert [c for c in calls if "benchmarks/" in c or "pytest" in c] == []
-    assert summary.count("skipped") >= 6
+    assert summary.count("skipped") >= 8 and "vln-7b: skipped (budget)" in summary
