@@ -62,6 +62,20 @@ def test_one_step_writes_the_run_and_an_export_predict_loads(
     assert bad.exit_code == 1 and "--checkpoint " + str(run / "export") in bad.stderr
 
 
+def test_final_save_false_finishes_without_the_last_checkpoint_or_export(
+    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    # timing runs at real size: no 70 GB checkpoint or export at the end, the run still finishes
+    run = tmp_path / "run"
+    r = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "save_steps=0", "final_save=false")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 1
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert not (run / "export").exists()
+    checkpoints = run / "checkpoints"
+    assert not checkpoints.exists() or not any(checkpoints.iterdir())
+
+
 def test_resume_continues_the_steps_and_the_losses_of_an_uninterrupted_run(
     tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
 ) -> None:
