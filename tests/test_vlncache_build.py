@@ -234,3 +234,11 @@ def test_dry_run_estimate_matches_the_bytes_written(dataset: Path, built_fp32: P
     assert estimate_bytes(samples, BuildConfig(data=big, cache_dir=tmp_path), 2048) == entry_bytes(
         1610, 2048, "bf16"
     )
+
+
+def test_dry_run_estimate_reads_the_preset_of_a_seeded_source(dataset: Path, tmp_path: Path) -> None:
+    """``seeded:tiny`` is tiny-shaped (128 channels per token, not VGGT-1B's 2,048): it was estimated as 1B."""
+    tiny = build_cache(config(dataset, tmp_path / "a", dry_run=True)).estimated_bytes
+    seeded = build_cache(config(dataset, tmp_path / "b", model="seeded:tiny", dry_run=True)).estimated_bytes
+    big = build_cache(config(dataset, tmp_path / "c", model="seeded:vggt-1b", dry_run=True)).estimated_bytes
+    assert seeded == tiny and big > 4 * tiny

@@ -148,8 +148,11 @@ def estimate_bytes(samples: list[CacheSample], config: BuildConfig, channels: in
 
 def _channels(config: BuildConfig) -> int:
     from vggtctl.models.vggt.config import get_config
+    from vggtctl.services.model_loader import SEEDED_PREFIX
 
-    preset = config.preset or ("tiny" if config.model == "tiny" else "vggt-1b")
+    model = str(config.model)
+    named = model[len(SEEDED_PREFIX) :] if model.startswith(SEEDED_PREFIX) else None  # seeded:PRESET
+    preset = config.preset or named or ("tiny" if model == "tiny" else "vggt-1b")
     return 2 * get_config(preset).embed_dim
 
 
