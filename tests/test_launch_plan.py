@@ -127,7 +127,7 @@ EIGHT = Detected(gpus=8, cpus=64)
             LaunchRequest(nproc_per_node=2, master_port=29601),
             CPU,
             {},
-            {"master_port": 29601, "rendezvous": "local (127.0.0.1:29601)"},
+            {"master_port": 29601, "rendezvous": "local (127.0.0.1:29601)", "port_movable": False},
         ),
         (
             LaunchRequest(nproc_per_node=2),
@@ -135,25 +135,44 @@ EIGHT = Detected(gpus=8, cpus=64)
             {"MASTER_PORT": "29602"},
             {"master_port": 29602, "source": {"master_port": "MASTER_PORT"}},
         ),
-        # the deepspeed runner needs a real port: a busy default one is replaced by the probed free one
+        # the deepspeed runner needs a real port: a busy default one is replaced by the probed free one;
+        # the runner may move a port nobody gave on one node again (held, re-probed when taken)
         (
             LaunchRequest(launcher="deepspeed", nproc_per_node=2),
             Detected(cpus=2, deepspeed=True, busy_ports=frozenset({29500}), spare_port=41234),
             {},
-            {"backend": "deepspeed", "master_port": 41234, "rendezvous": "local (127.0.0.1:41234)"},
+            {
+                "backend": "deepspeed",
+                "master_port": 41234,
+                "rendezvous": "local (127.0.0.1:41234)",
+                "port_movable": True,
+            },
         ),
         (
             LaunchRequest(launcher="deepspeed", nproc_per_node=2),
             Detected(cpus=2, deepspeed=True, spare_port=41234),
             {},
-            {"backend": "deepspeed", "master_port": 29500},
+            {"backend": "deepspeed", "master_port": 29500, "port_movable": True},
+        ),
+        # ... but never a port the user gave, nor one several nodes dial
+        (
+            LaunchRequest(launcher="deepspeed", nproc_per_node=2),
+            Detected(cpus=2, deepspeed=True, spare_port=41234),
+            {"MASTER_PORT": "29603"},
+            {"backend": "deepspeed", "master_port": 29603, "port_movable": False},
+        ),
+        (
+            LaunchRequest(launcher="deepspeed", nnodes=2, master_addr="head", hostfile="hosts"),
+            Detected(gpus=2, deepspeed=True, spare_port=41234),
+            {},
+            {"backend": "deepspeed", "master_port": 29500, "port_movable": False},
         ),
         # several nodes: every node names the same static rendezvous port
         (
             LaunchRequest(nnodes=2, master_addr="head", nproc_per_node=2),
             Detected(cpus=2, spare_port=41234),
             {},
-            {"master_port": 29500, "rendezvous": "static, node 0 at head:29500"},
+            {"master_port": 29500, "rendezvous": "static, node 0 at head:29500", "port_movable": False},
         ),
         # forced launchers
         (LaunchRequest(launcher="torchrun"), CPU, {}, {"backend": "torchrun", "nproc_per_node": 1}),

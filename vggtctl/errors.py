@@ -127,6 +127,10 @@ class HostUnreachableError(DownloadError):
     """The host's name does not resolve or it refuses connections: not transient, so never retried (exit 1)."""
 
 
+class LaunchError(VggtctlError):
+    """A launch that could not start its workers, e.g. its rendezvous port taken before rank 0 bound it (exit 1)."""
+
+
 class DiskSpaceError(VggtctlError):
     """Not enough free disk space for the requested work (exit 1)."""
 

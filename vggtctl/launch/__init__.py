@@ -26,6 +26,10 @@ How a command uses it::
   ``detect()`` gathers the machine's facts; ``plan_for(request)`` does both; ``run_plan`` executes a plan;
   ``launch`` is ``plan_for`` + ``run_plan``. ``worker_command(plan, worker, log_dir, node_rank=K)`` is the
   command node K runs (``--dry-run`` prints it for each node).
+- **Ports**: a one-node torchrun plan with no port given lets torchrun bind one; a one-node deepspeed-runner
+  plan with no port given is ``port_movable``: ``run_plan`` holds its port until the end and launches again
+  on a fresh one when rank 0 still finds it taken (:mod:`vggtctl.launch.port_hold`). A port the user gave,
+  or one several nodes dial, found taken that way is a :class:`~vggtctl.errors.LaunchError` (exit 1).
 """
 
 from __future__ import annotations

@@ -25,10 +25,11 @@ def port_in_use(port: int) -> bool:
 
 
 def free_port() -> int:
-    """A port the OS says is free now; it may be taken again before use (the launcher then fails loudly).
+    """A port the OS says is free now; it may be taken again before use.
 
     Only plans that must name their port use it (the deepspeed runner, several nodes): a one-node torchrun
-    plan lets torchrun bind port 0 itself.
+    plan lets torchrun bind port 0 itself. The runner holds a one-node deepspeed plan's port from its start
+    and moves it when it was taken in between (:mod:`vggtctl.launch.port_hold`).
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("", 0))

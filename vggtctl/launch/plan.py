@@ -18,6 +18,10 @@ Nothing here touches the machine: the hardware facts come in as :class:`Detected
   ``master_port`` is then ``None``. Otherwise (a port given, several nodes, the deepspeed runner) the port
   is fixed in the plan: a busy *default* port on node 0 is replaced by a free one probed before the launch
   (with a warning); a busy port the user fixed is an error.
+- The deepspeed runner on one node with no port given: the plan's port is ``port_movable``. Its rank 0
+  binds the port seconds after the probe, so the runner holds it from before the start to the end (another
+  launch cannot plan it too) and moves it when it is taken anyway (see :mod:`vggtctl.launch.port_hold`). A
+  port the user gave is never moved, nor one of several nodes: the other nodes would still dial the old one.
 - Environment added: ``OMP_NUM_THREADS`` (cores / processes) unless set, and the NCCL settings the config
   names (``NCCL_IB_DISABLE``, ``NCCL_SOCKET_IFNAME``, ...), passed through as given, never guessed.
 """
@@ -98,7 +102,8 @@ class LaunchPlan:
     ``defaulted`` names the values nobody gave (``nproc_per_node``, ``master_port``, ...), ``source``
     says where each given value came from (``flag``, ``NNODES``, ``SLURM_NNODES``, ...). ``master_port`` is
     ``None`` when torchrun picks the port as it starts (one node, no port given): the workers still get
-    ``MASTER_ADDR``/``MASTER_PORT`` from torchrun.
+    ``MASTER_ADDR``/``MASTER_PORT`` from torchrun. ``port_movable``: nobody gave ``master_port`` and no other
+    node dials it (one node, the deepspeed runner), so the runner may launch on another free port instead.
     """
 
     backend: str
@@ -116,6 +121,7 @@ class LaunchPlan:
     deepspeed: str | None = None
     hostfile: str | None = None
     gpus_visible: int = 0
+    port_movable: bool = False
 
     @property
     def world_size(self) -> int:
@@ -170,6 +176,7 @@ class LaunchPlan:
             "deepspeed": self.deepspeed,
             "hostfile": self.hostfile,
             "gpus_visible": self.gpus_visible,
+            "port_movable": self.port_movable,
         }
 
 
@@ -441,6 +448,7 @@ def build_plan(request: LaunchRequest, detected: Detected, environ: Mapping[str,
         deepspeed=ds,
         hostfile=request.hostfile,
         gpus_visible=gpus,
+        port_movable=backend == "deepspeed" and nnodes == 1 and "master_port" in defaulted,
     )
 
 
