@@ -51,7 +51,8 @@ Helpers: `train-vln init-tiny --out DIR` (a tiny random Qwen2.5-VL folder with a
 (key=value): lam, vggt_layer, merger_hidden, tile_spatial, train_llm, train_qwen_merger,
 train_vggt_merger, lr_llm, lr_merger, weight_decay, warmup_ratio, max_grad_norm, batch_size,
 grad_accum, grad_checkpointing, image_width, num_workers, prefetch_factor, pin_memory, log_steps,
-save_steps, keep_checkpoints, final_save, seed, ds_cpu_adam, export_gather_mb (docs/train-vln.md).
+save_steps, keep_checkpoints, final_save, seed, ds_cpu_adam, export_gather_mb, export_shard_mb
+(docs/train-vln.md).
 """
 
 INTERRUPT_HINT = "the newest checkpoint is intact: re-run the same command (resume=auto) to continue from it"

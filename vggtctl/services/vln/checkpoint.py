@@ -7,23 +7,26 @@ last (:class:`~vggtctl.utils.atomic.StagedDir`), so a folder with ``state.json``
 
 The export ``RUN/export/`` is a transformers ``save_pretrained`` folder of the trained Qwen2.5-VL (LLM and
 Qwen merger trained, ViT as loaded) with its tokenizer and image processor, plus ``vggt_merger.safetensors``
-and ``vln.json`` (λ, layer, widths, tiling, preprocessing, VGGT source) written last.
+and ``vln.json`` (λ, layer, widths, tiling, preprocessing, VGGT source) written last. Under ZeRO-3 the
+weights are written as they are gathered, the Qwen ones in Hugging Face shards
+(:mod:`vggtctl.services.vln.zero3_export`).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from vggtctl.errors import CheckpointError, InputError
 from vggtctl.runs import RunDir
+from vggtctl.services.vln.hf_layout import weight_file_names
 from vggtctl.utils.atomic import StagedDir, atomic_write_json
 
 STATE = "state.json"
@@ -93,32 +96,35 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> T
 
 
 def export_model(out: Path, model: Any, tokenizer: Any, image_processor: Any, facts: dict[str, Any],
-                 state_dict: dict[str, Tensor] | None = None) -> Path:  # fmt: skip
+                 write_weights: Callable[[Path], None] | None = None) -> Path:  # fmt: skip
     """Write the inference folder (see the module doc) whole, ``vln.json`` last.
+
+    Weight files of an earlier export in ``out`` that the new one does not write go (a single
+    ``model.safetensors`` would otherwise shadow new shards: ``from_pretrained`` reads it first).
 
     Args:
         out: The export folder.
         model: The :class:`~vggtctl.services.vln.model.VlnModel` (its config, and its weights unless
-            ``state_dict`` is given).
+            ``write_weights`` is given).
         tokenizer: Qwen's tokenizer.
         image_processor: Qwen's image processor.
         facts: What ``vln.json`` records.
-        state_dict: The model's full weights (``model.state_dict()`` keys) when its parameters are
-            partitioned (ZeRO-3); None: read them from ``model``.
+        write_weights: Writes the Qwen weights, config and generation config and ``vggt_merger.safetensors``
+            into the staging folder it is given, when the module does not hold its full weights (ZeRO-3:
+            :func:`~vggtctl.services.vln.zero3_export.export_zero3`); None: read them from ``model``.
     """
-    qwen = None if state_dict is None else _part(state_dict, "qwen.")
-    merger = model.vggt_merger.state_dict() if state_dict is None else _part(state_dict, "vggt_merger.")
-    with StagedDir(out, marker=VLN_JSON) as tmp:
-        model.qwen.save_pretrained(tmp, state_dict=qwen)  # None: transformers reads the module's own
+    with StagedDir(out, marker=VLN_JSON, replace=weight_file_names(out)) as tmp:
+        if write_weights is None:
+            model.qwen.save_pretrained(tmp)
+        else:
+            write_weights(tmp)
         tokenizer.save_pretrained(tmp)
         image_processor.save_pretrained(tmp)
-        save_file({k: v.detach().contiguous().cpu() for k, v in merger.items()}, tmp / MERGER)
+        if write_weights is None:
+            merger = model.vggt_merger.state_dict()
+            save_file({k: v.detach().contiguous().cpu() for k, v in merger.items()}, tmp / MERGER)
         atomic_write_json(tmp / VLN_JSON, facts)
     return out
-
-
-def _part(state_dict: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def read_export_facts(path: Path) -> dict[str, Any]:

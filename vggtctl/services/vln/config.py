@@ -61,7 +61,13 @@ class VlnTrainConfig:
         ds_cpu_adam: With an offload preset, step with DeepSpeed's CPU Adam (a C++ op compiled on first use;
             fast); false: torch's AdamW (no build, slower on big models).
         export_gather_mb: Under ZeRO-3, the most MiB of full weights the export gathers at once (a single bigger
-            weight is gathered alone); rank 0 copies each group to CPU memory before the next one.
+            weight is gathered alone); rank 0 copies each group to CPU memory and writes it out before the
+            next one.
+        export_shard_mb: Under ZeRO-3, the most MiB of one Qwen weight file of the export (a single bigger
+            weight alone): the weights are written as they are gathered, in Hugging Face shards
+            (``model-00001-of-0000N.safetensors`` + ``model.safetensors.index.json``; a single
+            ``model.safetensors`` when the model fits in one), so rank 0 holds about one shard plus one
+            gather group in CPU memory, never the whole model.
         cache_dir: VGGT feature cache (``vggtctl cache build``) to read each sample's tokens from; misses
             are encoded live. None = always live.
         cache_required: With ``cache_dir``, a sample missing from the cache is an error, not a live encode.
@@ -104,6 +110,7 @@ class VlnTrainConfig:
     deepspeed: str | None = None
     ds_cpu_adam: bool = True
     export_gather_mb: float = 256.0
+    export_shard_mb: float = 2048.0
     cache_dir: str | None = None
     cache_required: bool = False
     nccl: dict[str, str] = field(default_factory=dict)
@@ -121,8 +128,9 @@ class VlnTrainConfig:
         for name in ("batch_size", "grad_accum", "merger_hidden", "log_steps", "prefetch_factor", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 out.append(Problem.of(name, "must be >= 1", getattr(self, name)))
-        if self.export_gather_mb <= 0:
-            out.append(Problem.of("export_gather_mb", "must be > 0", self.export_gather_mb))
+        for name in ("export_gather_mb", "export_shard_mb"):
+            if getattr(self, name) <= 0:
+                out.append(Problem.of(name, "must be > 0", getattr(self, name)))
         if self.max_steps == 0 and self.epochs <= 0:
             out.append(Problem.of(("max_steps", "epochs"), "one of them must be > 0"))
         if not 0 <= self.warmup_ratio < 1:

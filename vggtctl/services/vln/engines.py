@@ -1,11 +1,11 @@
 """How a training step updates the weights: plain PyTorch (one process or DDP) or a DeepSpeed ZeRO engine.
 
 Both give the loop the same calls (``forward``, ``backward``, ``micro_step``, ``step``, ``save``, ``load``,
-``full_state_dict`` for the export), so ``train.py`` reads the same whatever runs underneath. The plain
+``export``), so ``train.py`` reads the same whatever runs underneath. The plain
 engine writes vggtctl checkpoints (:mod:`vggtctl.services.vln.checkpoint`); the DeepSpeed one writes ZeRO
 checkpoints through DeepSpeed's own ``save_checkpoint`` / ``load_checkpoint`` into the same
 ``checkpoints/step_N/`` folder, and rank 0 writes ``state.json`` last, once every rank has written its shard.
-Under ZeRO-3 the export's weights come from :mod:`vggtctl.services.vln.zero3_gather`.
+Under ZeRO-3 the export is gathered and written shard by shard (:mod:`vggtctl.services.vln.zero3_export`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from vggtctl.runs import RunDir
-from vggtctl.services.vln.checkpoint import STATE, TrainState, load_checkpoint, save_checkpoint
-from vggtctl.services.vln.zero3_gather import GatherStats, gather_full_state_dict
+from vggtctl.services.vln.checkpoint import STATE, TrainState, export_model, load_checkpoint, save_checkpoint
+from vggtctl.services.vln.zero3_export import ExportStats, export_zero3
 from vggtctl.utils.atomic import atomic_write_json
 
 
@@ -75,9 +75,12 @@ class PlainEngine:
     def load(self, path: Path) -> TrainState:
         return load_checkpoint(path, self.module, self.optimizer, self.scheduler)
 
-    def full_state_dict(self, group_bytes: int) -> tuple[dict[str, torch.Tensor] | None, GatherStats | None]:
-        """``(None, None)``: the module holds its full weights (export reads them from it)."""
-        return None, None
+    def export(self, out: Path, tokenizer: Any, image_processor: Any, facts: dict[str, Any], is_writer: bool,
+               group_bytes: int, shard_bytes: int) -> ExportStats | None:  # fmt: skip
+        """Rank 0 writes the export from the module's own full weights; returns None (nothing gathered)."""
+        if is_writer:
+            export_model(out, self.module, tokenizer, image_processor, facts)
+        return None
 
 
 class DeepSpeedEngine:
@@ -143,13 +146,22 @@ class DeepSpeedEngine:
         self.engine.load_checkpoint(str(path.parent), tag=path.name)
         return TrainState(**json.loads((path / STATE).read_text(encoding="utf-8")))
 
-    def full_state_dict(self, group_bytes: int) -> tuple[dict[str, torch.Tensor] | None, GatherStats | None]:
-        """Under ZeRO-3 the full weights on rank 0's CPU, gathered ``group_bytes`` at a time on every rank.
+    def export(self, out: Path, tokenizer: Any, image_processor: Any, facts: dict[str, Any], is_writer: bool,
+               group_bytes: int, shard_bytes: int) -> ExportStats | None:  # fmt: skip
+        """Write the export; every rank must call it.
+
+        Under ZeRO-3 every rank gathers the weights ``group_bytes`` at a time and rank 0 writes them as they
+        come, in Qwen shards of at most ``shard_bytes``; under ZeRO-1/2 the module holds its full weights and
+        rank 0 writes them as the plain engine does.
 
         Returns:
-            ``(state_dict, stats)`` under ZeRO-3 (``state_dict`` None on ranks other than 0); ``(None, None)``
-            under ZeRO-1/2, whose module holds its full weights.
+            What this rank gathered and held under ZeRO-3; None under ZeRO-1/2.
         """
         if self.stage < 3:
-            return None, None
-        return gather_full_state_dict(self.module, torch.distributed.get_rank(), group_bytes)
+            if is_writer:
+                export_model(out, self.module, tokenizer, image_processor, facts)
+            return None
+        rank = torch.distributed.get_rank()
+        return export_zero3(
+            out, self.module, tokenizer, image_processor, facts, rank, group_bytes, shard_bytes
+        )

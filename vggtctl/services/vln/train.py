@@ -26,7 +26,7 @@ from vggtctl.runtime.dist import init_distributed
 from vggtctl.runtime.zero import single_process_group
 from vggtctl.services.model_loader import load_model
 from vggtctl.services.provenance import provenance_of
-from vggtctl.services.vln.checkpoint import EXPORT, TrainState, export_model, latest_checkpoint
+from vggtctl.services.vln.checkpoint import EXPORT, TrainState, latest_checkpoint
 from vggtctl.services.vln.config import VlnTrainConfig
 from vggtctl.services.vln.dataset import EpochSampler, VlnBatch, VlnDataset, make_loader
 from vggtctl.services.vln.engines import DeepSpeedEngine, PlainEngine
@@ -297,12 +297,11 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         if config.final_save:
             if latest_checkpoint(run) != run.checkpoint_dir(state.step):
                 engine.save(run, state, config.keep_checkpoints)
-            weights, gather = engine.full_state_dict(int(config.export_gather_mb * 2**20))
+            facts = _export_facts(config, context_dim, state.step)
+            group, shard = int(config.export_gather_mb * 2**20), int(config.export_shard_mb * 2**20)
+            gather = engine.export(export, tokenizer, image_processor, facts, run.is_writer, group, shard)
             if gather is not None:
                 rank_log.write(format_event_line("export gather", gather.to_dict()) + "\n")
-            if run.is_writer:
-                facts = _export_facts(config, context_dim, state.step)
-                export_model(export, engine.module, tokenizer, image_processor, facts, weights)
         run.set_status("finished", step=state.step)
     except KeyboardInterrupt:
         run.set_status("failed", step=state.step, message=f"interrupted at step {state.step}")
