@@ -244,11 +244,12 @@ def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_two_process_zero3_export_gathers_a_bounded_group_at_a_time_and_only_rank0_keeps_it(
+def test_two_process_zero3_export_streams_bounded_groups_into_shards_and_rank0_never_holds_the_model(
     trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
 ) -> None:
     """The ZeRO-3 export never holds more gathered full weights than its bound on any rank (not the model),
-    releases each group before the next, keeps the copy on rank 0 only, and still equals zero_to_fp32."""
+    releases each group before the next; rank 0 writes each group into Hugging Face shards as it comes, so it
+    never holds more than about a shard plus a group; the shards still equal zero_to_fp32 and load."""
     pytest.importorskip("deepspeed")
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -260,8 +261,10 @@ def test_two_process_zero3_export_gathers_a_bounded_group_at_a_time_and_only_ran
     qwen = write_tiny_qwen(tmp_path / "tied", tie_embeddings=True).path
     run = tmp_path / "z3"
     bound = int(0.15 * 2**20)  # above the biggest tiny weight (147 KiB), a third of the model
+    shard = int(0.04 * 2**20)  # below it: that weight gets a shard of its own
     done = _train(qwen, trajectories, tiny_checkpoint, run, "--nproc-per-node", "2", "--deepspeed", "zero3",
-                  "lr_llm=1e-3", "lr_merger=1e-3", "export_gather_mb=0.15", steps=1)  # fmt: skip
+                  "lr_llm=1e-3", "lr_merger=1e-3", "export_gather_mb=0.15", "export_shard_mb=0.04",
+                  steps=1)  # fmt: skip
     assert done.exit_code == 0, done.stderr[-3000:]
 
     def gather_stats(rank: int) -> dict[str, int]:
@@ -274,20 +277,41 @@ def test_two_process_zero3_export_gathers_a_bounded_group_at_a_time_and_only_ran
     tied_once = {k: v for k, v in full.items() if "lm_head" not in k}
     model_bytes = sum(v.numel() * v.element_size() for v in tied_once.values())
     zero, one = gather_stats(0), gather_stats(1)
-    assert model_bytes > 2 * bound and zero["groups"] >= 3 and zero["largest_param_bytes"] <= bound
+    largest = zero["largest_param_bytes"]
+    assert model_bytes > 2 * bound and zero["groups"] >= 3 and shard < largest <= bound
     for stats in (zero, one):
         assert stats["groups"] == zero["groups"]  # every rank took part in every gather
         assert 0 < stats["peak_gathered_bytes"] <= bound, stats
         assert stats["left_gathered_bytes"] == 0, stats  # each group released before the next
-    assert one["kept_bytes"] == 0 and zero["kept_bytes"] >= model_bytes
+    assert one["copied_bytes"] == 0 and one["peak_held_bytes"] == 0 and one["shards"] == 0
+    assert zero["copied_bytes"] >= model_bytes  # the whole model went through rank 0's CPU ...
+    assert 0 < zero["peak_held_bytes"] <= largest + bound < model_bytes, zero  # ... never all at once
 
-    written = load_file(run / "export" / "model.safetensors")
-    assert "lm_head.weight" not in written  # the tie is saved once, as before
+    export = run / "export"
+    index = json.loads((export / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in export.glob("model-*-of-*.safetensors"))
+    assert len(shards) == zero["shards"] >= 5 and not (export / "model.safetensors").exists()
+    assert shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    assert sorted(set(index["weight_map"].values())) == shards
+    written = {k: v for name in shards for k, v in load_file(export / name).items()}
+    assert set(written) == set(load_file(qwen / "model.safetensors"))  # the base's (today's) keys: tie once
+    assert "lm_head.weight" not in written and index["metadata"]["total_size"] == model_bytes - sum(
+        v.numel() * v.element_size() for k, v in tied_once.items() if k.startswith("vggt_merger.")
+    )
     assert {v.dtype for v in written.values()} == {torch.float32}
-    qwen_out = Qwen2_5_VLForConditionalGeneration.from_pretrained(run / "export")
-    merger = load_file(run / "export" / "vggt_merger.safetensors")
+    qwen_out = Qwen2_5_VLForConditionalGeneration.from_pretrained(export)
+    assert qwen_out.lm_head.weight.data_ptr() == qwen_out.get_input_embeddings().weight.data_ptr()
+    merger = load_file(export / "vggt_merger.safetensors")
     own = {**{"qwen." + k: v.detach() for k, v in qwen_out.named_parameters()},
            **{"vggt_merger." + k: v for k, v in merger.items()}}  # fmt: skip
     assert set(own) == set(tied_once)
     for name, value in own.items():
         assert torch.equal(value, full[name]), name
+
+    sample = tmp_path / "sample.json"
+    frames = sorted((trajectories / "ep001").glob("step_*.png"))[:2]
+    sample.write_text(json.dumps({"id": "s", "images": [str(f) for f in frames], "conversations": [
+        {"from": "human", "value": "<image>now<image> go"}, {"from": "gpt", "value": "STOP"}]}))  # fmt: skip
+    p = run_cli("train-vln", "predict", "--checkpoint", export, "--sample", sample, "--json")
+    assert p.exit_code == 0, p.stderr
+    assert json.loads(p.stdout)["action"] in ACTIONS
