@@ -57,8 +57,8 @@ def test_one_shard_writes_every_file_byte_for_byte_as_the_plain_export(parts, tm
     _stream(tmp_path / "streamed", parts, shard_bytes=2048 * 2**20, group_bytes=2**14)
     want, got = _files(plain), _files(tmp_path / "streamed")
     assert set(got) == set(want) and SAFE_WEIGHTS in got and SAFE_INDEX not in got
-    for name in want:
-        assert got[name] == want[name], name  # weights, config.json, generation_config.json, merger, tokenizer
+    for name in want:  # weights, config.json, generation_config.json, merger, tokenizer files
+        assert got[name] == want[name], name
 
 
 def test_a_small_bound_writes_hf_shards_that_from_pretrained_reads_bit_for_bit(parts, tmp_path: Path) -> None:
