@@ -16,7 +16,7 @@ import torch
 from vggtctl.services.vln.checkpoint import MERGER, VLN_JSON, export_model
 from vggtctl.services.vln.config import VlnTrainConfig
 from vggtctl.services.vln.hf_layout import SAFE_INDEX, SAFE_WEIGHTS
-from vggtctl.services.vln.zero3_export import plan_export, write_streamed
+from vggtctl.services.vln.zero3_export import plan_export, write_streamed, write_whole
 from vggtctl.services.vln.zero3_gather import bounded_groups, export_order
 
 
@@ -59,6 +59,22 @@ def test_one_shard_writes_every_file_byte_for_byte_as_the_plain_export(parts, tm
     assert set(got) == set(want) and SAFE_WEIGHTS in got and SAFE_INDEX not in got
     for name in want:  # weights, config.json, generation_config.json, merger, tokenizer files
         assert got[name] == want[name], name
+
+
+def test_the_whole_state_dict_fallback_writes_the_plain_export(parts, tmp_path: Path) -> None:
+    """transformers 4.x (no save helpers for the plan): rank 0 keeps every group and saves them at once."""
+    model, tokenizer, image_processor = parts
+    plain = export_model(tmp_path / "plain", model, tokenizer, image_processor, {"step": 1})
+    groups = ([(e, e.tensor.detach().clone()) for e in g] for g in bounded_groups(export_order(model), 2**14))
+    held = []
+    export_model(tmp_path / "whole", model, tokenizer, image_processor, {"step": 1},
+                 write_weights=lambda tmp: held.append(write_whole(tmp, model, groups)))  # fmt: skip
+    want, got = _files(plain), _files(tmp_path / "whole")
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name] == want[name], name
+    distinct = {id(t): t for t in model.state_dict(keep_vars=True).values()}.values()
+    assert held == [sum(t.numel() * t.element_size() for t in distinct)]
 
 
 def test_a_small_bound_writes_hf_shards_that_from_pretrained_reads_bit_for_bit(parts, tmp_path: Path) -> None:

@@ -48,6 +48,20 @@ def weight_file_names(folder: Path) -> list[str]:
     )
 
 
+def can_stream() -> bool:
+    """Whether the installed transformers has the save helpers :func:`saved_names` runs (transformers 5).
+
+    Without them (transformers 4.x) the ZeRO-3 export falls back to one whole state dict on rank 0
+    (:func:`~vggtctl.services.vln.zero3_export.write_whole`).
+    """
+    try:
+        from transformers.core_model_loading import revert_weight_conversion  # noqa: F401
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def saved_names(model: Any, tensors: list[list[str]]) -> list[str | None]:
     """The name ``save_pretrained`` writes each tensor under, None for one it does not write.
 

@@ -14,6 +14,10 @@ names, the tie handling and the index are transformers' and huggingface_hub's ow
 (:mod:`vggtctl.services.vln.hf_layout`). The rest of the folder (config, generation config, tokenizer, image
 processor, ``vln.json`` last) is written as without ZeRO-3, in the same staging folder
 (:func:`~vggtctl.services.vln.checkpoint.export_model`).
+
+transformers 4.x lacks the save helpers the plan takes the names from (:func:`~vggtctl.services.vln.hf_layout.can_stream`):
+there rank 0 keeps every group until the last and hands the whole state dict to ``save_pretrained``
+(:func:`write_whole`), as before streaming: the same files, but rank 0 holds the whole model in CPU memory.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from vggtctl.services.vln.checkpoint import MERGER, export_model
 from vggtctl.services.vln.hf_layout import (
     SHARD_METADATA,
+    can_stream,
     plan_shards,
     saved_names,
     write_index,
@@ -126,6 +132,33 @@ def write_streamed(folder: Path, qwen: Any, plan: ExportPlan,
     return files
 
 
+def write_whole(folder: Path, module: Any, groups: Iterable[list[tuple[ExportTensor, Tensor]]]) -> int:
+    """Write the export's weights from ``groups`` at once, through ``save_pretrained(state_dict=...)``.
+
+    The fallback of :func:`write_streamed` where transformers lacks the helpers it needs: every gathered
+    tensor is kept (under all its ``state_dict`` names) until the last group, so rank 0 holds the whole model.
+
+    Args:
+        folder: The export's staging folder.
+        module: The :class:`~vggtctl.services.vln.model.VlnModel` (its Qwen saves, with the gathered weights).
+        groups: Each group's ``(entry, full CPU tensor)`` pairs.
+
+    Returns:
+        The bytes held at the end (the whole model's distinct tensors).
+    """
+    whole: dict[str, Tensor] = {}
+    held = 0
+    for group in groups:
+        for e, t in group:
+            held += t.numel() * t.element_size()
+            whole.update(dict.fromkeys(e.names, t))
+    part = {prefix: {k.removeprefix(prefix): v for k, v in whole.items() if k.startswith(prefix)}
+            for prefix in (_QWEN, _VGGT_MERGER)}  # fmt: skip
+    module.qwen.save_pretrained(folder, state_dict=part[_QWEN])
+    save_file({k: v.contiguous() for k, v in part[_VGGT_MERGER].items()}, folder / MERGER)
+    return held
+
+
 def export_zero3(out: Path, module: Any, tokenizer: Any, image_processor: Any, facts: dict[str, Any], rank: int,
                  group_bytes: int, shard_bytes: int) -> ExportStats:  # fmt: skip
     """Write the export of a ZeRO-3 ``module`` (see the module doc); every rank must call it.
@@ -148,7 +181,7 @@ def export_zero3(out: Path, module: Any, tokenizer: Any, image_processor: Any, f
     """
     order = export_order(module)
     # Planned on every rank: a model that cannot be streamed stops them all before the first gather.
-    plan = plan_export(module.qwen, order, shard_bytes)
+    plan = plan_export(module.qwen, order, shard_bytes) if can_stream() else None
     stats = ExportStats()
     if rank != 0:
         for _ in gather_groups(module, order, rank, group_bytes, stats):
@@ -157,6 +190,10 @@ def export_zero3(out: Path, module: Any, tokenizer: Any, image_processor: Any, f
 
     def write_weights(folder: Path) -> None:
         groups = gather_groups(module, order, rank, group_bytes, stats)
+        if plan is None:  # transformers 4.x: the whole state dict, as save_pretrained takes it
+            stats.peak_held_bytes = write_whole(folder, module, groups)
+            stats.shards = len(list(folder.glob("model*.safetensors")))
+            return
         files = write_streamed(folder, module.qwen, plan, groups)
         stats.shards = sum(1 for f in files.written if f != MERGER)
         stats.peak_held_bytes = files.peak_held_bytes
