@@ -22,6 +22,7 @@ there rank 0 keeps every group until the last and hands the whole state dict to 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
+from vggtctl.errors import CheckpointError
 from vggtctl.services.vln.checkpoint import MERGER, export_model
 from vggtctl.services.vln.hf_layout import (
     SHARD_METADATA,
@@ -42,6 +44,8 @@ from vggtctl.services.vln.hf_layout import (
 )
 from vggtctl.services.vln.streamed_safetensors import StreamedSafetensors
 from vggtctl.services.vln.zero3_gather import ExportTensor, GatherStats, export_order, gather_groups
+
+log = logging.getLogger(__name__)
 
 _QWEN, _VGGT_MERGER = "qwen.", "vggt_merger."
 
@@ -176,12 +180,15 @@ def export_zero3(out: Path, module: Any, tokenizer: Any, image_processor: Any, f
     Returns:
         What this rank gathered, copied and (rank 0) held.
 
-    Raises:
-        CheckpointError: The model's save needs more than renames (raised on every rank, before any gather).
     """
     order = export_order(module)
     # Planned on every rank: a model that cannot be streamed stops them all before the first gather.
-    plan = plan_export(module.qwen, order, shard_bytes) if can_stream() else None
+    plan = None
+    if can_stream():
+        try:
+            plan = plan_export(module.qwen, order, shard_bytes)
+        except CheckpointError as e:  # its save converts weights: only the whole state dict will do
+            log.warning("%s; saving the whole state dict from rank 0 instead", e.message)
     stats = ExportStats()
     if rank != 0:
         for _ in gather_groups(module, order, rank, group_bytes, stats):
