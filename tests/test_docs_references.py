@@ -16,6 +16,7 @@ commands) and checks, without running anything:
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import re
 import shlex
@@ -34,6 +35,12 @@ _DOTTED = re.compile(r"(?<![\w/.-])vggtctl(?:\.[A-Za-z_]\w*)+")
 _FROM_IMPORT = re.compile(r"^\s*(?:>>> )?from (vggtctl[\w.]*) import \(?([\w, ]+)", re.M)
 _SCRIPT = re.compile(r"\b((?:benchmarks|examples)/\w+\.py|bench_\w+\.py)\b([^`#|;\n]*)")
 _ROOT_OPTIONS = {"--debug", "--quiet", "-q", "--version", "--help", "-h"}
+_SETTING = re.compile(r"^([a-z_][\w.]*)=")
+# The commands whose positional key=value words are settings, and the dataclass that holds them.
+_SETTINGS = {
+    "vggtctl train-vln": ("vggtctl.services.vln.config", "VlnTrainConfig", "docs/train-vln.md"),
+    "vggtctl finetune": ("vggtctl.services.finetune.config", "FinetuneConfig", "docs/finetune.md"),
+}
 
 
 def _where(doc: Path, text: str, offset: int) -> str:
@@ -103,7 +110,9 @@ def _command_tree() -> dict[str, tuple[set[str], dict, bool]]:
     def node(cmd) -> tuple[set[str], dict, bool]:
         opts = {o for p in cmd.params if p.param_type_name == "option" for o in (*p.opts, *p.secondary_opts)}
         subs = {name: node(sub) for name, sub in getattr(cmd, "commands", {}).items()}
-        return opts | {"--help", "-h"}, subs, hasattr(cmd, "commands")
+        # train-vln is a group that runs itself (invoke_without_command) with its helpers as arguments
+        is_group = hasattr(cmd, "commands") and not getattr(cmd, "invoke_without_command", False)
+        return opts | {"--help", "-h"}, subs, is_group
 
     root = node(typer.main.get_command(app))
     helpers = {
@@ -139,10 +148,17 @@ def command_lines() -> list[tuple[str, str]]:
     for doc in DOCS:
         text = doc.read_text()
         for block in _FENCE.finditer(text):
+            shown: list[tuple[str, str, list[str]]] = []  # each command with the output lines under it
             for offset, line in _shell_lines(block.group(1)):
                 cmd = re.sub(r"^\s*(?:\w*\$ )?(?:\S*python\S* -m )?", "", line)
                 if cmd.startswith("vggtctl "):
-                    found.append((_where(doc, text, block.start(1) + offset), cmd))
+                    shown.append((_where(doc, text, block.start(1) + offset), cmd, []))
+                elif shown:
+                    shown[-1][2].append(line)
+            # a command shown failing may be wrong on purpose (a misspelt setting and its error)
+            found += [
+                (where, cmd) for where, cmd, out in shown if not any(o.startswith("Error:") for o in out)
+            ]
         found += [(where, span) for where, span in _spans(doc) if span.startswith("vggtctl ")]
     for script in SCRIPTS:
         text = script.read_text()
@@ -179,11 +195,33 @@ def command_problems(tree: dict[str, tuple[set[str], dict, bool]], where: str, c
             return [f"{where}: `{cmd}`: {' '.join(path)} has no command {words[0]!r}"]
         return []
     problems = []
+    settings = _SETTINGS.get(" ".join(path))
     for word in words:
+        key = _SETTING.match(word)
+        if settings and key and key.group(1) != "key" and not setting_exists(settings, key.group(1)):
+            problems.append(f"{where}: `{cmd}`: {' '.join(path)} has no setting {key.group(1)}")
         for flag in re.findall(r"(?:^|[\[/|(])(--?[A-Za-z][\w-]*)", word):
             if flag not in opts:
                 problems.append(f"{where}: `{cmd}`: {' '.join(path)} has no option {flag}")
     return problems
+
+
+def setting_exists(settings: tuple[str, str, str], key: str) -> bool:
+    """Whether dotted ``key`` names a field of the settings dataclass (any key below a dict field)."""
+    cls = getattr(importlib.import_module(settings[0]), settings[1])
+    parts = key.split(".")
+    while parts:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if parts[0] not in fields:
+            return False
+        f = fields[parts.pop(0)]
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if isinstance(value, dict):
+            return True
+        if not dataclasses.is_dataclass(value):
+            return not parts
+        cls = type(value)
+    return False
 
 
 def _script_flags(path: Path) -> set[str]:
@@ -236,6 +274,19 @@ def test_every_command_shown_uses_real_subcommands_and_flags() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_setting_the_settings_docs_show_exists() -> None:
+    problems, checked = [], 0
+    for settings in _SETTINGS.values():
+        doc = ROOT / settings[2]
+        for where, span in _spans(doc):
+            key = _SETTING.match(span)
+            if key and key.group(1) != "key":
+                checked += 1
+                if not setting_exists(settings, key.group(1)):
+                    problems.append(f"{where}: `{span}`: no setting {key.group(1)} in {settings[1]}")
+    assert checked >= 5 and not problems, "\n".join(problems)
+
+
 def test_every_script_flag_shown_exists() -> None:
     assert not script_flag_problems(), "\n".join(script_flag_problems())
 
@@ -249,6 +300,9 @@ def test_every_script_flag_shown_exists() -> None:
         ("vggtctl train-vln predict --checkpoint c --smaple s", "train-vln predict has no option --smaple"),
         ("vggtctl finetune merge runs/x --output m", "finetune merge has no option --output"),
         ("vggtctl evalute --data d", "vggtctl has no command 'evalute'"),
+        ("vggtctl train-vln --data d export_gather=64", "train-vln has no setting export_gather"),
+        ("vggtctl finetune --data d run.val_evry=0", "finetune has no setting run.val_evry"),
+        ("vggtctl finetune --data d lora.rank.x=1", "finetune has no setting lora.rank.x"),
     ],
 )
 def test_the_command_check_finds_stale_commands(cmd: str, stale: str) -> None:
@@ -264,5 +318,7 @@ def test_the_command_check_accepts_real_commands() -> None:
         "vggtctl train-vln --data d --vggt tiny image_width=112 merger_hidden=64",
         "vggtctl train-vln init-tiny --out tiny-qwen --tie-embeddings",
         "vggtctl finetune merge runs/x --out merged/",
+        "vggtctl train-vln --data d final_save=false export_gather_mb=64 nccl.NCCL_IB_HCA=mlx5",
+        "vggtctl finetune --data d [key=value ...] data.image_size=56 launch.nccl.NCCL_SOCKET_IFNAME=eth0",
     ):
         assert command_problems(tree, "here", cmd) == [], cmd
