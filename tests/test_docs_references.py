@@ -7,10 +7,12 @@ commands) and checks, without running anything:
 - every backticked repository path (``vggtctl/...``, ``tests/...::test_name``, ``benchmarks/...``,
   ``examples/...``, ``docs/...``, and the loader table's ``services/hub.py``, relative to ``vggtctl/``)
   exists; ``benchmarks/results/`` holds run outputs and is not checked;
+- every page of docs/ is listed in README.md and docs/README.md;
 - every dotted ``vggtctl.a.b`` name (prose, backticks, ``from vggtctl.a import b`` in code blocks) imports;
 - every ``vggtctl ...`` command line (fenced blocks, backticked spans, example scripts) names a real
   subcommand, and each ``--flag`` it shows is one of that subcommand's options; every flag shown after a
-  ``benchmarks/*.py`` or ``examples/*.py`` script is one its argument parser declares.
+  ``benchmarks/*.py`` or ``examples/*.py`` script is one its argument parser declares; every ``key=value``
+  setting shown for train-vln and finetune is a field of their config dataclass.
 """
 
 from __future__ import annotations
@@ -272,6 +274,13 @@ def test_every_command_shown_uses_real_subcommands_and_flags() -> None:
     assert len(lines) > 100  # docs, README and example scripts show a few hundred
     problems = [p for where, cmd in lines for p in command_problems(tree, where, cmd)]
     assert not problems, "\n".join(problems)
+
+
+def test_every_docs_page_is_listed_in_both_indexes() -> None:
+    pages = {p.name for p in (ROOT / "docs").glob("*.md")} - {"README.md"}
+    readme, index = (ROOT / "README.md").read_text(), (ROOT / "docs" / "README.md").read_text()
+    assert sorted(p for p in pages if f"`docs/{p}`" not in readme) == []
+    assert sorted(p for p in pages if f"`{p}`" not in index) == []
 
 
 def test_every_setting_the_settings_docs_show_exists() -> None:
