@@ -7,7 +7,7 @@ V=.venv/bin/vggtctl
 OUT=${DEMO_OUT:-demo_out}
 rm -rf "$OUT"
 mkdir -p "$OUT"
-export VGGTCTL_HOME="$PWD/$OUT/home"
+export VGGTCTL_HOME="$(cd "$OUT" && pwd)/home"  # OUT may be relative or absolute
 
 step() { printf '\n\033[1m== %s\033[0m\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
 

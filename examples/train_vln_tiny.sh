@@ -10,7 +10,7 @@ PY=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-vln_out}
 rm -rf "$OUT"
 mkdir -p "$OUT"
-export VGGTCTL_HOME="$PWD/$OUT/home"
+export VGGTCTL_HOME="$(cd "$OUT" && pwd)/home"  # OUT may be relative or absolute
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the tiny models are overhead-bound; more threads only contend
 
 step() { printf '\n== %s\n$ %s\n' "$1" "${*:2}"; "${@:2}"; }
