@@ -1,11 +1,12 @@
-"""The Python scripts in examples/ run and print what they promise (tiny model, synthetic scenes, CPU).
+"""The scripts in examples/ run and print what they promise (tiny model, synthetic scenes, CPU).
 
-``examples/demo.sh`` (every workflow, minutes) and ``examples/train_vln_tiny.sh`` (~1 min) are left to
-``make demo`` and to the flag checks of tests/test_docs_references.py.
+``examples/demo.sh`` (every workflow, minutes) is left to ``make demo`` and to the flag checks of
+tests/test_docs_references.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -75,3 +76,22 @@ def test_vln_cache_builds_verifies_and_reads_back(tmp_path: Path) -> None:
     assert "verify: ok=True" in out
     assert "episode_1/step_0010_stop.png: 9 frames -> features (192, 128) torch.bfloat16" in out
     assert "reader: {'hits': 1, 'misses': 0, 'hit_rate': 1.0}" in out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_train_vln_tiny_runs_end_to_end_into_an_absolute_out(tmp_path: Path) -> None:
+    # Its header shows OUT=/tmp/v: the fake home must land there, not under the checkout (ROOT//tmp/v/home).
+    out = tmp_path / "v"
+    proc = subprocess.run(
+        ["bash", str(EXAMPLES / "train_vln_tiny.sh")],
+        env=child_env(OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1"),
+        capture_output=True,
+        text=True,
+        timeout=380,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "home" / "weights" / "tiny" / "model.safetensors").is_file()
+    last = json.loads((out / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 6 and last["cache_hit_ratio"] == 1.0
+    assert re.search(r"^scores \(log-probability\): MOVE_FORWARD=", proc.stdout, re.M)
