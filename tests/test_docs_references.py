@@ -296,6 +296,15 @@ def test_every_setting_the_settings_docs_show_exists() -> None:
     assert checked >= 5 and not problems, "\n".join(problems)
 
 
+def test_every_train_vln_setting_is_documented() -> None:
+    # train-vln --help sends users to docs/train-vln.md for its key=value settings
+    from vggtctl.services.vln.config import VlnTrainConfig
+
+    doc = (ROOT / "docs" / "train-vln.md").read_text()
+    missing = [f.name for f in dataclasses.fields(VlnTrainConfig) if f"`{f.name}`" not in doc]
+    assert missing == []
+
+
 def test_every_script_flag_shown_exists() -> None:
     assert not script_flag_problems(), "\n".join(script_flag_problems())
 
