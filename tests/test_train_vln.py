@@ -143,6 +143,22 @@ def test_init_tiny_writes_a_folder_from_pretrained_loads(tmp_path: Path) -> None
     assert run_cli("train-vln", "init-tiny").exit_code == 2
 
 
+def test_a_fresh_process_keeps_stdout_json_and_stderr_free_of_import_noise(tmp_path: Path) -> None:
+    """transformers' modeling import pulls in DeepSpeed, whose logger wrote "Setting accelerator to CPU" to
+    *stdout* ahead of ``--json``, and torchao (the quantize extra), which logged "Failed to load ... _C_mxfp8"
+    and pytree Enum notes: on every train-vln, init-tiny and predict in a fresh process."""
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, child_env
+
+    cmd = [sys.executable, "-m", "vggtctl", "train-vln", "init-tiny", "--out", str(tmp_path / "q"), "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["parameters"] > 0, proc.stdout
+    assert "Failed to load" not in proc.stderr and "_pytree" not in proc.stderr, proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_zero2_trains_checkpoints_and_resumes_under_offload_from_the_cache(

@@ -51,8 +51,11 @@ def import_peft() -> Any:
     libraries on a CPU machine, torch's pytree deprecation notes), which says nothing about the run."""
     import logging
 
+    from vggtctl.runtime.deepspeed_logs import deepspeed_logs_to_stderr
+
     for name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    deepspeed_logs_to_stderr()  # PEFT imports transformers, which imports DeepSpeed (its logger: stdout)
     import peft
 
     return peft

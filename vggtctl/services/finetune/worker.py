@@ -311,6 +311,9 @@ def _train(cfg: FinetuneConfig, run_path: Path, resume: Path | None) -> int:
     aug_gen = torch.Generator().manual_seed(cfg.data.seed * 7919 + info.rank)
     engine: Any = None
     if zero:
+        from vggtctl.runtime.deepspeed_logs import deepspeed_logs_to_stderr
+
+        deepspeed_logs_to_stderr()  # its logger writes to stdout otherwise
         import deepspeed
 
         ds_config = _zero_config(cfg, info, device, base.aggregator.embed_dim)

@@ -94,6 +94,9 @@ class DeepSpeedEngine:
 
     def __init__(self, model: Any, param_groups: list[dict[str, Any]], schedule: Any, ds_config: dict[str, Any],
                  cpu_adam: bool = True) -> None:  # fmt: skip
+        from vggtctl.runtime.deepspeed_logs import deepspeed_logs_to_stderr
+
+        deepspeed_logs_to_stderr()  # its logger writes to stdout otherwise
         import deepspeed
 
         from vggtctl.runtime.zero import offloads_optimizer, zero_stage

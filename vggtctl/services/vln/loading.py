@@ -17,14 +17,31 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def qwen_model_class() -> Any:
+    """``transformers.Qwen2_5_VLForConditionalGeneration``, imported without torchao's import-time noise.
+
+    Importing transformers' modeling code imports torchao when it is installed (the ``quantize`` extra), and on
+    a CPU machine torchao logs "Failed to load ... _C_mxfp8" and torch's pytree Enum notes on every
+    ``train-vln`` and ``predict``: not problems (``--debug`` shows them).
+    """
+    from vggtctl.runtime.deepspeed_logs import deepspeed_logs_to_stderr
+    from vggtctl.services.quantize.torchao_import import quiet_torchao
+
+    deepspeed_logs_to_stderr()  # transformers imports DeepSpeed, whose logger writes to stdout
+    with quiet_torchao():
+        from transformers import Qwen2_5_VLForConditionalGeneration
+    return Qwen2_5_VLForConditionalGeneration
+
+
 def load_qwen(source: str, dtype: Any = None) -> tuple[Any, Any, Any]:
     """``(model, tokenizer, image_processor)`` from a Hub id or a local ``save_pretrained`` folder.
 
     Raises:
         InputError: The folder is missing parts, or the Hub cannot be reached / has no such repo.
     """
-    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoImageProcessor, AutoTokenizer
 
+    qwen_class = qwen_model_class()
     quiet_transformers()
     local = Path(source).expanduser()
     if local.exists() and not (local / "config.json").is_file():
@@ -34,7 +51,7 @@ def load_qwen(source: str, dtype: Any = None) -> tuple[Any, Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(where)
         image_processor = AutoImageProcessor.from_pretrained(where)
         kwargs = {"dtype": dtype} if dtype is not None else {}
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(where, attn_implementation="sdpa", **kwargs)
+        model = qwen_class.from_pretrained(where, attn_implementation="sdpa", **kwargs)
     except OSError as e:
         raise InputError(f"cannot load Qwen2.5-VL from {source!r}: {str(e).splitlines()[0]}", INIT_TINY_HINT) from None
     if getattr(model.config, "model_type", "") != "qwen2_5_vl":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vggtctl.errors import UsageError
-from vggtctl.services.vln.loading import quiet_transformers
+from vggtctl.services.vln.loading import quiet_transformers, qwen_model_class
 from vggtctl.services.vln.prompt import ACTIONS, PREAMBLE
 
 SPECIAL_TOKENS = (
@@ -245,8 +245,8 @@ def write_published_qwen(
 def _write(out: str | os.PathLike[str], tokenizer: Any, config: Any, seed: int, device: str = "cpu",
            dtype: Any = None) -> TinyQwenResult:  # fmt: skip
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
+    qwen_class = qwen_model_class()
     quiet_transformers()
     path = Path(out)
     if path.exists() and not path.is_dir():
@@ -257,7 +257,7 @@ def _write(out: str | os.PathLike[str], tokenizer: Any, config: Any, seed: int, 
         torch.set_default_dtype(dtype)  # parameters are created in it: no fp32 copy of a 7B model
     try:
         with torch.device(device):
-            model = Qwen2_5_VLForConditionalGeneration(config)
+            model = qwen_class(config)
     finally:
         torch.set_default_dtype(default)
     path.mkdir(parents=True, exist_ok=True)
