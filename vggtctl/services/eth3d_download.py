@@ -271,7 +271,7 @@ def resolve_scenes(scenes: str | None, subset: str | None, *, free_names: bool =
 
 
 def resolve_kinds(kinds: str | None) -> list[str]:
-    """Kind list from ``--kinds a,b`` (default: undistorted, jpg, depth)."""
+    """Kind list from ``--kinds a,b`` (default: :data:`DEFAULT_KINDS`: undistorted, jpg, depth, scan_eval)."""
     if not kinds:
         return list(DEFAULT_KINDS)
     names = [k.strip() for k in kinds.split(",") if k.strip()]
