@@ -34,7 +34,8 @@ gpu-check:
 	bash benchmarks/gpu_check.sh "$(OUT)"
 
 lint: $(STAMP)
-	$(BIN)/ruff check vggtctl tests benchmarks
+	$(BIN)/ruff check vggtctl tests benchmarks examples
+	$(BIN)/ruff format --check vggtctl tests benchmarks examples
 
 clean:
 	rm -rf demo_out .pytest_cache

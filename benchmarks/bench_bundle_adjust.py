@@ -69,7 +69,9 @@ def main() -> int:
     args = ap.parse_args()
     truth = ring_scene(args.views, args.points, seed=0)
     start = perturbed(truth, args.rot_deg, args.trans, args.point_noise, seed=1)
-    noisy = replace(start, obs_xy=start.obs_xy + np.random.default_rng(2).normal(0, args.pixel_noise, start.obs_xy.shape))
+    noisy = replace(
+        start, obs_xy=start.obs_xy + np.random.default_rng(2).normal(0, args.pixel_noise, start.obs_xy.shape)
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_ba_") as tmp:
         for name, scene, focal in (

@@ -180,7 +180,9 @@ def test_help_lists_eth3d_and_weights() -> None:
 
 
 @pytest.mark.parametrize("jobs", ["1", "4"])
-def test_offline_fails_in_seconds_with_one_short_error(offline_dns: list[str], tmp_path: Path, jobs: str) -> None:
+def test_offline_fails_in_seconds_with_one_short_error(
+    offline_dns: list[str], tmp_path: Path, jobs: str
+) -> None:
     # the real default server (www.eth3d.net), a machine without network; small sizes so the disk check passes
     names = [f"facade_dslr_{k}.7z" for k in ("undistorted", "jpg", "depth", "scan_eval")]
     manifest = tmp_path / "m.json"

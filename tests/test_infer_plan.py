@@ -80,7 +80,9 @@ def test_estimate_within_15_percent_for_the_1b_architecture(tmp_path_factory: py
         measured = _measure(tmp, weights, *shape, preset="vggt-1b", random_1b=True)
         n = shape[3] if len(shape) > 3 else s
         est = _estimate_less_files(estimate_peak_bytes(cfg, "vggt-1b", n, h, w, total_frames=s))
-        print(f"{shape}: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB (less library pages)")
+        print(
+            f"{shape}: estimate {est / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB (less library pages)"
+        )
         assert abs(est / measured - 1) <= 0.15, (shape, est, measured)
 
 

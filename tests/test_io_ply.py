@@ -18,7 +18,11 @@ def test_binary_round_trip_with_colour_and_scalars(tmp_path):
     header = raw[: raw.index(b"end_header")].decode()
     assert "format binary_little_endian 1.0" in header
     assert "element vertex 1000" in header
-    assert "property float x" in header and "property uchar red" in header and "property float confidence" in header
+    assert (
+        "property float x" in header
+        and "property uchar red" in header
+        and "property float confidence" in header
+    )
     # 3 floats + 3 bytes + 1 float per vertex, nothing else after the header.
     body = raw[raw.index(b"end_header") + len(b"end_header\n") :]
     assert len(body) == 1000 * (12 + 3 + 4)

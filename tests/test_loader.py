@@ -149,10 +149,14 @@ def test_converted_read_rejects_inconsistent_entries(tmp_path: Path) -> None:
         path.write_bytes(struct.pack("<Q", len(header)) + header + payload)
         return path
 
-    bad_span = write(tmp_path / "span.safetensors", {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, bytes(8))
+    bad_span = write(
+        tmp_path / "span.safetensors", {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}, bytes(8)
+    )
     with pytest.raises(CheckpointError, match="spans 8 bytes"):
         read_safetensors_converted(bad_span, lambda k: torch.float32)
-    bad_dtype = write(tmp_path / "dt.safetensors", {"dtype": "F8_E9", "shape": [2], "data_offsets": [0, 2]}, bytes(2))
+    bad_dtype = write(
+        tmp_path / "dt.safetensors", {"dtype": "F8_E9", "shape": [2], "data_offsets": [0, 2]}, bytes(2)
+    )
     with pytest.raises(CheckpointError, match="unsupported safetensors dtype"):
         read_safetensors_converted(bad_dtype, lambda k: torch.float32)
     good = write(tmp_path / "ok.safetensors", {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
@@ -300,4 +304,6 @@ def test_loader_layers_import_downward_only() -> None:
     assert not imported("hub") & (loader_parts - {"vggtctl.services.hub"})
     assert not any(m.startswith("vggtctl.models") for m in imported("hub"))
     assert not imported("checkpoint_io") & loader_parts
-    assert "vggtctl.services.model_loader" not in imported("weights") | imported("hashing") | imported("provenance")
+    assert "vggtctl.services.model_loader" not in imported("weights") | imported("hashing") | imported(
+        "provenance"
+    )

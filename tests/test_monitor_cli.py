@@ -160,7 +160,9 @@ def test_unreadable_log(tmp_path: Path) -> None:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             pytest.skip("running as root and util-linux setpriv is missing: cannot drop CAP_DAC_OVERRIDE")
-        probe = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", "true"], check=False)
+        probe = subprocess.run(
+            [setpriv, "--bounding-set=-dac_override,-dac_read_search", "true"], check=False
+        )
         if probe.returncode != 0:
             pytest.skip("running as root without CAP_SETPCAP: cannot drop CAP_DAC_OVERRIDE")
         cmd = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *cmd]

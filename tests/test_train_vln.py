@@ -13,7 +13,7 @@ from tests.vln_fixtures import SMALL, tiny_qwen, trajectories  # noqa: F401 - fi
 from vggtctl.services.vln.prompt import ACTIONS
 
 
-def _train(tiny_qwen: Path, data: Path, vggt: Path, out: Path, *extra: str, steps: int = 1):  # noqa: F811
+def _train(tiny_qwen: Path, data: Path, vggt: Path, out: Path, *extra: str, steps: int = 1):
     return run_cli(
         "train-vln", "--data", data, "--model", tiny_qwen, "--vggt", vggt, "--output-dir", out,
         "--max-steps", steps, "--device", "cpu", "--json", *extra, *SMALL,
@@ -26,7 +26,10 @@ def _losses(run: Path) -> dict[int, float]:
 
 
 def test_one_step_writes_the_run_and_an_export_predict_loads(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
 ) -> None:
     run = tmp_path / "run"
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "grad_accum=2", "batch_size=2")
@@ -48,7 +51,17 @@ def test_one_step_writes_the_run_and_an_export_predict_loads(
     frames = sorted((trajectories / "ep001").glob("step_*.png"))[:3]
     sample.write_text(json.dumps({"id": "s", "images": [str(f) for f in frames], "conversations": [
         {"from": "human", "value": "<image><image>now<image> go"}, {"from": "gpt", "value": "STOP"}]}))  # fmt: skip
-    p = run_cli("train-vln", "predict", "--checkpoint", run / "export", "--sample", sample, "--device", "cpu", "--json")
+    p = run_cli(
+        "train-vln",
+        "predict",
+        "--checkpoint",
+        run / "export",
+        "--sample",
+        sample,
+        "--device",
+        "cpu",
+        "--json",
+    )
     assert p.exit_code == 0, p.stderr
     pred = json.loads(p.stdout)
     assert pred["action"] in ACTIONS and set(pred["scores"]) == set(ACTIONS)
@@ -63,7 +76,10 @@ def test_one_step_writes_the_run_and_an_export_predict_loads(
 
 
 def test_final_save_false_finishes_without_the_last_checkpoint_or_export(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
 ) -> None:
     # timing runs at real size: no 70 GB checkpoint or export at the end, the run still finishes
     run = tmp_path / "run"
@@ -77,7 +93,10 @@ def test_final_save_false_finishes_without_the_last_checkpoint_or_export(
 
 
 def test_resume_continues_the_steps_and_the_losses_of_an_uninterrupted_run(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
 ) -> None:
     args = ("grad_accum=2", "save_steps=2", "lr_llm=1e-3", "lr_merger=1e-3")
     whole = tmp_path / "whole"
@@ -105,7 +124,10 @@ def test_resume_continues_the_steps_and_the_losses_of_an_uninterrupted_run(
 
 @pytest.mark.slow
 def test_loss_falls_when_overfitting_a_few_samples(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
 ) -> None:
     run = tmp_path / "overfit"
     r = _train(tiny_qwen, trajectories, tiny_checkpoint, run, "grad_accum=1", "batch_size=8",
@@ -115,7 +137,7 @@ def test_loss_falls_when_overfitting_a_few_samples(
     assert losses[12] < 0.6 * losses[1] and losses[12] < min(losses[k] for k in range(1, 6)), losses
 
 
-def test_bad_settings_are_all_reported_with_exit_2(tiny_qwen: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_settings_are_all_reported_with_exit_2(tiny_qwen: Path, tmp_path: Path) -> None:
     r = run_cli("train-vln", "--data", tmp_path, "--model", tiny_qwen, "lr_llm=-1", "grad_accum=0", "lamda=1")
     assert r.exit_code == 2
     assert "'lamda=1' is not a key=value setting" in r.stderr
@@ -153,7 +175,9 @@ def test_a_fresh_process_keeps_stdout_json_and_stderr_free_of_import_noise(tmp_p
     from tests.procs import ROOT, child_env
 
     cmd = [sys.executable, "-m", "vggtctl", "train-vln", "init-tiny", "--out", str(tmp_path / "q"), "--json"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["parameters"] > 0, proc.stdout
     assert "Failed to load" not in proc.stderr and "_pytree" not in proc.stderr, proc.stderr
@@ -162,7 +186,11 @@ def test_a_fresh_process_keeps_stdout_json_and_stderr_free_of_import_noise(tmp_p
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_zero2_trains_checkpoints_and_resumes_under_offload_from_the_cache(
-    tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    torch_extensions_dir: Path,
 ) -> None:
     """ZeRO-2 live, then the resume from step 1 under zero2-offload reading the feature cache: one launch
     covers the offload preset (client AdamW, no cpu_adam build) and the 2-process cache read."""
@@ -207,7 +235,10 @@ def test_two_process_zero2_trains_checkpoints_and_resumes_under_offload_from_the
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights(
-    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    torch_extensions_dir: Path,
 ) -> None:
     """ZeRO-3 partitions every weight (frozen ViT, tied embeddings): training, resume and the gathered export."""
     pytest.importorskip("deepspeed")
@@ -261,7 +292,10 @@ def test_two_process_zero3_with_tied_embeddings_resumes_and_exports_full_weights
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_process_zero3_export_streams_bounded_groups_into_shards_and_rank0_never_holds_the_model(
-    trajectories: Path, tiny_checkpoint: Path, tmp_path: Path, torch_extensions_dir: Path  # noqa: F811
+    trajectories: Path,
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    torch_extensions_dir: Path,
 ) -> None:
     """The ZeRO-3 export never holds more gathered full weights than its bound on any rank (not the model),
     releases each group before the next; rank 0 writes each group into Hugging Face shards as it comes, so it

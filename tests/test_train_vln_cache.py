@@ -1,6 +1,5 @@
 """train-vln --cache-dir: cached and live VGGT features give the same loss; a foreign cache misses; --cache-required."""
 
-# ruff: noqa: F811 - pytest fixtures imported from tests.vln_fixtures are parameters here
 from __future__ import annotations
 
 import json

@@ -30,7 +30,7 @@ def test_action_is_read_from_the_frame_name() -> None:
     assert action_from_filename("frame_0001.png") is None
 
 
-def test_trajectory_folder_gives_one_record_per_frame(trajectories: Path) -> None:  # noqa: F811
+def test_trajectory_folder_gives_one_record_per_frame(trajectories: Path) -> None:
     records = read_records(trajectories)
     assert len(records) == 8  # 2 episodes x 4 frames
     ep0 = [r for r in records if r.id.startswith("ep000/")]
@@ -41,7 +41,7 @@ def test_trajectory_folder_gives_one_record_per_frame(trajectories: Path) -> Non
     assert all(r.answer in ACTIONS for r in records)
 
 
-def test_json_array_and_jsonl_read_the_same_records(tmp_path: Path, trajectories: Path) -> None:  # noqa: F811
+def test_json_array_and_jsonl_read_the_same_records(tmp_path: Path, trajectories: Path) -> None:
     frames = sorted((trajectories / "ep000").glob("step_*.png"))
     rec = {
         "id": "ep/1",
@@ -63,7 +63,9 @@ def test_bad_records_name_the_line_and_the_problem(tmp_path: Path) -> None:
     bad = {"id": "x", "images": ["a.png", "b.png"], "conversations": [
         {"from": "human", "value": "<image>"}, {"from": "gpt", "value": "STOP"}]}  # fmt: skip
     (tmp_path / "bad.jsonl").write_text("\n" + json.dumps(bad) + "\n")
-    with pytest.raises(InputError, match=r"bad\.jsonl:2: the human turn has 1 <image> but there are 2 images"):
+    with pytest.raises(
+        InputError, match=r"bad\.jsonl:2: the human turn has 1 <image> but there are 2 images"
+    ):
         read_records(tmp_path / "bad.jsonl")
     (tmp_path / "broken.jsonl").write_text("{nope\n")
     with pytest.raises(InputError, match=r"broken\.jsonl:1 is not JSON"):
@@ -71,7 +73,8 @@ def test_bad_records_name_the_line_and_the_problem(tmp_path: Path) -> None:
 
 
 def test_labels_cover_the_answer_only_and_images_expand_to_their_tokens(
-    tiny_qwen: Path, trajectories: Path  # noqa: F811
+    tiny_qwen: Path,
+    trajectories: Path,
 ) -> None:
     from transformers import AutoImageProcessor, AutoTokenizer
 

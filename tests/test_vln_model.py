@@ -24,7 +24,7 @@ def test_regroup_orders_blocks_as_qwens_merger() -> None:
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path):  # noqa: F811
+def parts(tiny_qwen: Path, trajectories: Path, tiny_checkpoint: Path):
     from transformers import AutoImageProcessor, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     from vggtctl.services.model_loader import load_model
@@ -54,7 +54,9 @@ def test_fusion_adds_lambda_times_merger_at_image_positions_only(parts, tile: bo
     model = _model(qwen, tile)
     with torch.no_grad():
         plain = model.inputs_embeds(b.input_ids, b.pixel_values, b.image_grid_thw, b.images_per_sample, None)
-        fused = model.inputs_embeds(b.input_ids, b.pixel_values, b.image_grid_thw, b.images_per_sample, spatial)
+        fused = model.inputs_embeds(
+            b.input_ids, b.pixel_values, b.image_grid_thw, b.images_per_sample, spatial
+        )
         merged = model.merged_spatial(spatial)
     diff = fused - plain
     image = b.input_ids == model.image_token_id

@@ -80,7 +80,20 @@ def root(
     )
 
 
-for _module in (download, infer, evaluate, view, webapp, finetune, cache, monitor, env, train_vln, colmap, quantize):
+for _module in (
+    download,
+    infer,
+    evaluate,
+    view,
+    webapp,
+    finetune,
+    cache,
+    monitor,
+    env,
+    train_vln,
+    colmap,
+    quantize,
+):
     _module.register(app)
 
 

@@ -257,7 +257,9 @@ def infer_command(
     # Several processes: each rank runs the frame-local parts on its share of the frames (docs/infer.md).
     log_dir = out.parent / f".{out.name}.launch-logs"
     result_file = log_dir / "result.json"
-    worker = Worker("vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str), str(result_file)])
+    worker = Worker(
+        "vggtctl.services.infer_worker", [json.dumps(asdict(config), default=str), str(result_file)]
+    )
     if dry_run:
         from vggtctl.services.infer import plan_run
 

@@ -80,9 +80,13 @@ def train_command(
     ctx: typer.Context,
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="key=value settings, or a helper: init-tiny ..., predict ...", show_default=False),
+        typer.Argument(
+            help="key=value settings, or a helper: init-tiny ..., predict ...", show_default=False
+        ),
     ] = None,
-    data: Annotated[str | None, typer.Option("--data", help="JSON / JSONL file or trajectory folder.")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="JSON / JSONL file or trajectory folder.")
+    ] = None,
     image_root: Annotated[
         str | None, typer.Option("--image-root", help="Where relative image paths of JSON data start.")
     ] = None,
@@ -92,16 +96,26 @@ def train_command(
     vggt: Annotated[
         str, typer.Option("--vggt", help="VGGT: Hub id, local file/folder, or 'tiny'.")
     ] = "facebook/VGGT-1B",
-    output_dir: Annotated[str, typer.Option("--output-dir", "-o", help="The run directory.")] = "runs/train-vln",
-    resume: Annotated[str, typer.Option("--resume", help="auto: continue from the newest checkpoint; never.")] = "auto",
+    output_dir: Annotated[
+        str, typer.Option("--output-dir", "-o", help="The run directory.")
+    ] = "runs/train-vln",
+    resume: Annotated[
+        str, typer.Option("--resume", help="auto: continue from the newest checkpoint; never.")
+    ] = "auto",
     max_steps: Annotated[int, typer.Option("--max-steps", help="Optimizer steps (0: from --epochs).")] = 0,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data when --max-steps is 0.")] = 1.0,
+    epochs: Annotated[
+        float, typer.Option("--epochs", help="Passes over the data when --max-steps is 0.")
+    ] = 1.0,
     device: DeviceOption = "auto",
     cache_dir: Annotated[
-        str | None, typer.Option("--cache-dir", help="VGGT feature cache (vggtctl cache build): hits skip VGGT.")
+        str | None,
+        typer.Option("--cache-dir", help="VGGT feature cache (vggtctl cache build): hits skip VGGT."),
     ] = None,
     cache_required: Annotated[
-        bool, typer.Option("--cache-required", help="With --cache-dir: a sample missing from the cache is an error.")
+        bool,
+        typer.Option(
+            "--cache-required", help="With --cache-dir: a sample missing from the cache is an error."
+        ),
     ] = False,
     deepspeed: DeepspeedOption = None,
     nproc_per_node: NprocOption = None,
@@ -175,7 +189,12 @@ def _train(
     import json
 
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
-    data = {"run_dir": str(run_dir), "export_dir": str(run_dir / "export"), "world_size": plan.world_size, **status}
+    data = {
+        "run_dir": str(run_dir),
+        "export_dir": str(run_dir / "export"),
+        "world_size": plan.world_size,
+        **status,
+    }
     output.result(data, lambda c: c.print(
         f"{status['state']} at step {status['step']} on {plan.world_size} processes; run: {run_dir}; "
         f"export: {run_dir / 'export'}", markup=False))  # fmt: skip
@@ -197,14 +216,18 @@ def _render_train(console: Any, r: dict[str, Any]) -> None:
         )
     console.print(f"run: {r['run_dir']}", markup=False)
     console.print(f"export: {r['export_dir']}", markup=False)
-    console.print(f"use it: vggtctl train-vln predict --checkpoint {r['export_dir']} --sample SAMPLE.json", markup=False)
+    console.print(
+        f"use it: vggtctl train-vln predict --checkpoint {r['export_dir']} --sample SAMPLE.json", markup=False
+    )
 
 
 @init_tiny_app.command("init-tiny")
 @mapped_errors
 def init_tiny_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (created).")],
-    hidden_size: Annotated[int, typer.Option("--hidden-size", min=4, help="LLM width (a multiple of 4).")] = 32,
+    hidden_size: Annotated[
+        int, typer.Option("--hidden-size", min=4, help="LLM width (a multiple of 4).")
+    ] = 32,
     layers: Annotated[int, typer.Option("--layers", min=1, help="LLM decoder layers.")] = 2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random weights.")] = 0,
     tie_embeddings: Annotated[
@@ -235,7 +258,9 @@ def predict_command(
     sample: Annotated[
         Path, typer.Option("--sample", help="A one-record JSON file, or an episode folder (its last step).")
     ],
-    vggt: Annotated[str | None, typer.Option("--vggt", help="VGGT source (default: the one trained with).")] = None,
+    vggt: Annotated[
+        str | None, typer.Option("--vggt", help="VGGT source (default: the one trained with).")
+    ] = None,
     device: DeviceOption = "auto",
     json_out: JsonOption = False,
 ) -> None:

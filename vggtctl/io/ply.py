@@ -70,7 +70,9 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise InputError(f"cannot read PLY {p}: {e.strerror}", "check the path and permissions") from e
     end = raw.find(b"end_header")
     if not raw.startswith(b"ply") or end < 0:
-        raise InputError(f"{p} is not a PLY file (no 'ply' magic / 'end_header')", "is the download complete?")
+        raise InputError(
+            f"{p} is not a PLY file (no 'ply' magic / 'end_header')", "is the download complete?"
+        )
     nl = raw.find(b"\n", end)
     body_start = nl + 1 if nl >= 0 else len(raw)
     lines = raw[:end].decode("ascii", errors="replace").splitlines()
@@ -104,7 +106,9 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         text = raw[body_start:].decode("ascii", errors="replace").split("\n")
         rows = [r.split() for r in text[:n]]
         if len(rows) < n or any(len(r) < len(props) for r in rows):
-            raise InputError(f"{p}: ascii body has fewer than {n} complete vertex rows", "the file is truncated")
+            raise InputError(
+                f"{p}: ascii body has fewer than {n} complete vertex rows", "the file is truncated"
+            )
         arr = np.array(rows, dtype=np.float64)[:, : len(props)] if rows else np.zeros((0, len(props)))
         out = {name: arr[:, j].astype(t) for j, (name, t) in enumerate(props)}
     else:
@@ -113,7 +117,8 @@ def read_ply(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         need = n * dt.itemsize
         if len(raw) - body_start < need:
             raise InputError(
-                f"{p}: body has {len(raw) - body_start} bytes, {n} vertices need {need}", "the file is truncated"
+                f"{p}: body has {len(raw) - body_start} bytes, {n} vertices need {need}",
+                "the file is truncated",
             )
         rec = np.frombuffer(raw, dtype=dt, count=n, offset=body_start)
         out = {name: rec[name].astype(rec[name].dtype.newbyteorder("=")) for name, _ in props}

@@ -39,5 +39,9 @@ def deepspeed_logs_to_stderr() -> None:
         with contextlib.redirect_stdout(STDERR):  # type: ignore[type-var]
             import deepspeed  # noqa: F401 - the import creates the handler and logs
     for handler in logging.getLogger(LOGGER).handlers:
-        if type(handler) is logging.StreamHandler and handler.stream not in (STDERR, sys.stderr, sys.__stderr__):
+        if type(handler) is logging.StreamHandler and handler.stream not in (
+            STDERR,
+            sys.stderr,
+            sys.__stderr__,
+        ):
             handler.setStream(STDERR)  # type: ignore[arg-type]

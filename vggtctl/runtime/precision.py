@@ -225,7 +225,12 @@ class DtypeChoice:
         return None if self.name == "float32" or self.weights != "float32" else self.name
 
     def to_dict(self) -> dict[str, str]:
-        return {"dtype": self.name, "weights": self.weights, "requested": self.requested, "reason": self.reason}
+        return {
+            "dtype": self.name,
+            "weights": self.weights,
+            "requested": self.requested,
+            "reason": self.reason,
+        }
 
 
 def _weights_for(name: str, device: str) -> str:

@@ -48,7 +48,9 @@ class TrainState:
     loss: float | None = None
 
 
-def save_checkpoint(run: RunDir, model: Any, optimizer: Any, scheduler: Any, state: TrainState, keep: int) -> Path:
+def save_checkpoint(
+    run: RunDir, model: Any, optimizer: Any, scheduler: Any, state: TrainState, keep: int
+) -> Path:
     """Write ``checkpoints/step_N/`` whole (rank 0), then drop the oldest beyond ``keep``."""
     final = run.checkpoint_dir(state.step)
     with StagedDir(final, marker=STATE) as tmp:

@@ -125,7 +125,14 @@ class VlnTrainConfig:
         for name in ("max_steps", "save_steps", "num_workers", "vggt_layer"):
             if getattr(self, name) < 0:
                 out.append(Problem.of(name, "must be >= 0", getattr(self, name)))
-        for name in ("batch_size", "grad_accum", "merger_hidden", "log_steps", "prefetch_factor", "keep_checkpoints"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "merger_hidden",
+            "log_steps",
+            "prefetch_factor",
+            "keep_checkpoints",
+        ):
             if getattr(self, name) < 1:
                 out.append(Problem.of(name, "must be >= 1", getattr(self, name)))
         for name in ("export_gather_mb", "export_shard_mb"):
@@ -139,19 +146,33 @@ class VlnTrainConfig:
             if getattr(self, name) < 0:
                 out.append(Problem.of(name, "must be >= 0", getattr(self, name)))
         if self.image_width <= 0 or self.image_width % 28:
-            out.append(Problem.of("image_width", "must be a positive multiple of 28 (Qwen's patch 14 x merge 2)", self.image_width))
+            out.append(
+                Problem.of(
+                    "image_width",
+                    "must be a positive multiple of 28 (Qwen's patch 14 x merge 2)",
+                    self.image_width,
+                )
+            )
         for key in self.nccl:
             if not key.replace("_", "").isalnum() or not key.startswith(("NCCL_", "GLOO_", "TORCH_NCCL_")):
                 out.append(Problem.of("nccl", "takes NCCL_*, GLOO_* or TORCH_NCCL_* variables", key))
         if not (self.train_llm or self.train_qwen_merger or self.train_vggt_merger):
-            out.append(Problem.of(("train_llm", "train_qwen_merger", "train_vggt_merger"), "at least one must be true"))
+            out.append(
+                Problem.of(
+                    ("train_llm", "train_qwen_merger", "train_vggt_merger"), "at least one must be true"
+                )
+            )
         if self.cache_required and not self.cache_dir:
-            out.append(Problem.of(("cache_required", "cache_dir"), "reading a cache requires a cache directory"))
+            out.append(
+                Problem.of(("cache_required", "cache_dir"), "reading a cache requires a cache directory")
+            )
         return out
 
     def validate(self) -> VlnTrainConfig:
         """Raise one :class:`~vggtctl.errors.ConfigError` listing every problem; return self when none."""
-        raise_problems("train-vln config", self.problems(), "see `vggtctl train-vln --help` and docs/train-vln.md")
+        raise_problems(
+            "train-vln config", self.problems(), "see `vggtctl train-vln --help` and docs/train-vln.md"
+        )
         return self
 
 

@@ -58,7 +58,12 @@ class VlnDataset(Dataset):
     """
 
     def __init__(
-        self, records: Sequence[Record], tokenizer: Any, image_processor: Any, image_width: int, merge: int = 2
+        self,
+        records: Sequence[Record],
+        tokenizer: Any,
+        image_processor: Any,
+        image_width: int,
+        merge: int = 2,
     ) -> None:
         self.records = list(records)
         self.tokenizer = tokenizer
@@ -163,7 +168,14 @@ class EpochSampler(Sampler[int]):
     """
 
     def __init__(
-        self, n: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1, shuffle: bool = True
+        self,
+        n: int,
+        seed: int,
+        epoch: int,
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        shuffle: bool = True,
     ) -> None:
         g = torch.Generator().manual_seed(seed + epoch)
         order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))

@@ -58,7 +58,9 @@ class PlainEngine:
     def step(self) -> None:
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.grad_norm = (
-            float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)) if self.max_grad_norm > 0 else None
+            float(torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm))
+            if self.max_grad_norm > 0
+            else None
         )
         self.optimizer.step()
         self.scheduler.step()

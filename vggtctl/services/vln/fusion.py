@@ -28,10 +28,14 @@ def regroup(tokens: Tensor, h: int, w: int, merge: int = 2) -> Tensor:
     """``[h·w, C]`` patch tokens -> ``[(h//m)·(w//m), m², C]`` in Qwen's merger order."""
     c = tokens.shape[-1]
     if tokens.shape[0] != h * w:
-        raise InputError(f"{tokens.shape[0]} tokens do not fill a {h}x{w} grid", "pass the patch grid of the frame")
+        raise InputError(
+            f"{tokens.shape[0]} tokens do not fill a {h}x{w} grid", "pass the patch grid of the frame"
+        )
     h2, w2 = h // merge, w // merge
     if h2 == 0 or w2 == 0:
-        raise InputError(f"a {h}x{w} patch grid is smaller than one {merge}x{merge} block", "use larger frames")
+        raise InputError(
+            f"a {h}x{w} patch grid is smaller than one {merge}x{merge} block", "use larger frames"
+        )
     grid = tokens.reshape(h, w, c)[: h2 * merge, : w2 * merge]
     return grid.reshape(h2, merge, w2, merge, c).permute(0, 2, 1, 3, 4).reshape(h2 * w2, merge * merge, c)
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from vggtctl.errors import InputError
 
-INIT_TINY_HINT = "for a local test model run `vggtctl train-vln init-tiny --out tiny-qwen` and pass --model tiny-qwen"
+INIT_TINY_HINT = (
+    "for a local test model run `vggtctl train-vln init-tiny --out tiny-qwen` and pass --model tiny-qwen"
+)
 
 
 def quiet_transformers() -> None:
@@ -45,7 +47,9 @@ def load_qwen(source: str, dtype: Any = None) -> tuple[Any, Any, Any]:
     quiet_transformers()
     local = Path(source).expanduser()
     if local.exists() and not (local / "config.json").is_file():
-        raise InputError(f"--model {source} has no config.json", "pass a save_pretrained folder. " + INIT_TINY_HINT)
+        raise InputError(
+            f"--model {source} has no config.json", "pass a save_pretrained folder. " + INIT_TINY_HINT
+        )
     where = str(local) if local.exists() else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
@@ -53,7 +57,9 @@ def load_qwen(source: str, dtype: Any = None) -> tuple[Any, Any, Any]:
         kwargs = {"dtype": dtype} if dtype is not None else {}
         model = qwen_class.from_pretrained(where, attn_implementation="sdpa", **kwargs)
     except OSError as e:
-        raise InputError(f"cannot load Qwen2.5-VL from {source!r}: {str(e).splitlines()[0]}", INIT_TINY_HINT) from None
+        raise InputError(
+            f"cannot load Qwen2.5-VL from {source!r}: {str(e).splitlines()[0]}", INIT_TINY_HINT
+        ) from None
     if getattr(model.config, "model_type", "") != "qwen2_5_vl":
         raise InputError(f"--model {source} is a {model.config.model_type} model", "pass a Qwen2.5-VL model")
     return model, tokenizer, image_processor

@@ -51,7 +51,9 @@ class VlnModel(nn.Module):
         tile: Add the current frame's 3D tokens to every image of a sample (JanusVLN) or to the current one.
     """
 
-    def __init__(self, qwen: Any, context_dim: int, merger_hidden: int, lam: float, tile: bool = True) -> None:
+    def __init__(
+        self, qwen: Any, context_dim: int, merger_hidden: int, lam: float, tile: bool = True
+    ) -> None:
         super().__init__()
         self.qwen = qwen
         text = qwen.config.text_config
@@ -69,7 +71,9 @@ class VlnModel(nn.Module):
         return named
 
     def qwen_merger_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [("qwen.model.visual.merger." + n, p) for n, p in self.qwen.model.visual.merger.named_parameters()]
+        return [
+            ("qwen.model.visual.merger." + n, p) for n, p in self.qwen.model.visual.merger.named_parameters()
+        ]
 
     def vggt_merger_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [("vggt_merger." + n, p) for n, p in self.vggt_merger.named_parameters()]
@@ -95,9 +99,7 @@ class VlnModel(nn.Module):
     def merged_spatial(self, spatial: Sequence[Spatial]) -> list[Tensor]:
         """Each sample's VGGT tokens through the regroup and the merger: ``[n, D]`` per sample."""
         dtype = self.vggt_merger.fc1.weight.dtype
-        return [
-            self.vggt_merger(regroup(s.tokens.to(dtype), s.h, s.w, self.merge)) for s in spatial
-        ]
+        return [self.vggt_merger(regroup(s.tokens.to(dtype), s.h, s.w, self.merge)) for s in spatial]
 
     def inputs_embeds(
         self,
@@ -149,5 +151,9 @@ class VlnModel(nn.Module):
         embeds = self.inputs_embeds(input_ids, pixel_values, image_grid_thw, images_per_sample, spatial)
         positions = self.position_ids(input_ids, image_grid_thw, attention_mask)
         return self.qwen(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions, labels=labels, use_cache=False
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            labels=labels,
+            use_cache=False,
         )

@@ -63,7 +63,10 @@ def _one_record(sample: Path) -> Record:
 
 @torch.no_grad()
 def predict(
-    checkpoint: str | os.PathLike[str], sample: str | os.PathLike[str], device: str = "auto", vggt: str | None = None
+    checkpoint: str | os.PathLike[str],
+    sample: str | os.PathLike[str],
+    device: str = "auto",
+    vggt: str | None = None,
 ) -> Prediction:
     """Predict the action for one sample (a one-record JSON file, or an episode folder: its last step).
 
@@ -99,6 +102,9 @@ def sample_to_json(record: Record) -> str:
         {
             "id": record.id,
             "images": [str(p) for p in record.images],
-            "conversations": [{"from": "human", "value": record.human}, {"from": "gpt", "value": record.answer}],
+            "conversations": [
+                {"from": "human", "value": record.human},
+                {"from": "gpt", "value": record.answer},
+            ],
         }
     )

@@ -58,7 +58,9 @@ def _prefix_text(human: str, tokens_per_image: Sequence[int]) -> str:
     for n, rest in zip(tokens_per_image, pieces[1:], strict=True):
         out.append("<|vision_start|>" + "<|image_pad|>" * n + "<|vision_end|>" + rest)
     body = "".join(out)
-    return f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+    return (
+        f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{body}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def encode_prompt(tokenizer: Any, human: str, tokens_per_image: Sequence[int]) -> list[int]:

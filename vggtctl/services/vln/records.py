@@ -78,7 +78,9 @@ def _record(raw: Any, where: str, root: Path) -> Record:
     if not isinstance(human, str) or not isinstance(answer, str):
         raise _bad(where, "'conversations' needs a 'human' and a 'gpt' turn with string values")
     if human.count(IMAGE) != len(images):
-        raise _bad(where, f"the human turn has {human.count(IMAGE)} {IMAGE} but there are {len(images)} images")
+        raise _bad(
+            where, f"the human turn has {human.count(IMAGE)} {IMAGE} but there are {len(images)} images"
+        )
     paths = tuple(p if p.is_absolute() else root / p for p in (Path(i) for i in images))
     return Record(str(raw.get("id", where)), paths, human, answer.strip())
 
@@ -156,11 +158,15 @@ def read_trajectory_records(folder: Path) -> list[Record]:
                     f"name frames step_XXXX_<action>.png with action one of {', '.join(a.lower() for a in ACTIONS)}",
                 )
             images = tuple(frames[j] for j in history_indices(i))
-            out.append(Record(f"{ep.name}/{frame.name}", images, human_text(instruction, len(images)), action))
+            out.append(
+                Record(f"{ep.name}/{frame.name}", images, human_text(instruction, len(images)), action)
+            )
     return out
 
 
-def read_records(data: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None) -> list[Record]:
+def read_records(
+    data: str | os.PathLike[str], image_root: str | os.PathLike[str] | None = None
+) -> list[Record]:
     """Records from a JSON / JSONL file or a trajectory folder.
 
     Raises:

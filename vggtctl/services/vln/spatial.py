@@ -21,7 +21,9 @@ DEFAULT_LAYER = 22
 
 
 @torch.no_grad()
-def spatial_tokens(vggt: torch.nn.Module, frames: Tensor, layer: int = DEFAULT_LAYER) -> tuple[Tensor, int, int]:
+def spatial_tokens(
+    vggt: torch.nn.Module, frames: Tensor, layer: int = DEFAULT_LAYER
+) -> tuple[Tensor, int, int]:
     """Layer-``layer`` patch tokens of the last frame of ``frames``.
 
     Args:
@@ -33,7 +35,9 @@ def spatial_tokens(vggt: torch.nn.Module, frames: Tensor, layer: int = DEFAULT_L
         ``(tokens [h·w, 2C], h, w)`` with ``h, w`` the patch grid.
     """
     if frames.dim() != 4 or frames.shape[0] < 1:
-        raise InputError(f"expected frames [S, 3, H, W], got {tuple(frames.shape)}", "pass one sample's frames")
+        raise InputError(
+            f"expected frames [S, 3, H, W], got {tuple(frames.shape)}", "pass one sample's frames"
+        )
     aggregator = vggt.aggregator
     aggregator.eval()
     patch = aggregator.patch_size

@@ -24,7 +24,12 @@ _INSTRUCTIONS = (
 
 
 def write_trajectories(
-    root: str | os.PathLike[str], episodes: int = 2, steps: int = 4, width: int = 64, height: int = 48, seed: int = 0
+    root: str | os.PathLike[str],
+    episodes: int = 2,
+    steps: int = 4,
+    width: int = 64,
+    height: int = 48,
+    seed: int = 0,
 ) -> list[Path]:
     """Write ``episodes`` episode folders of ``steps`` frames under ``root``; returns the folders."""
     rng = np.random.default_rng(seed)
@@ -39,7 +44,8 @@ def write_trajectories(
             action = "STOP" if s == steps - 1 else ACTIONS[int(rng.integers(0, 3))]
             shift = 0.15 * s
             img = np.stack(
-                [127 + 120 * np.sin(xx / (7 + c) + yy / (11 + 2 * c) + phase[c] + shift) for c in range(3)], -1
+                [127 + 120 * np.sin(xx / (7 + c) + yy / (11 + 2 * c) + phase[c] + shift) for c in range(3)],
+                -1,
             )
             Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(ep / f"step_{s:04d}_{action.lower()}.png")
         out.append(ep)

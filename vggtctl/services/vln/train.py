@@ -201,7 +201,9 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                              info.world_size, device)  # fmt: skip
 
     # -- run directory and resume ---------------------------------------------------------------------
-    meta = {"model": {"qwen": config.model, "vggt": asdict(provenance_of(vggt)) if provenance_of(vggt) else None}}
+    meta = {
+        "model": {"qwen": config.model, "vggt": asdict(provenance_of(vggt)) if provenance_of(vggt) else None}
+    }
     run = RunDir.create(config.output_dir, config, meta, total_steps=total, exist_ok=config.resume == "auto")
     state = TrainState()
     resumed_from = None
@@ -210,7 +212,9 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
         state = engine.load(last)
         resumed_from = state.step
         progress.log(f"resumed from {last} (step {state.step})")
-    batches = _Batches(dataset, config, tokenizer.pad_token_id, state.epoch, state.position, info.rank, info.world_size)
+    batches = _Batches(
+        dataset, config, tokenizer.pad_token_id, state.epoch, state.position, info.rank, info.world_size
+    )
     writer = None
     if run.is_writer:
         from torch.utils.tensorboard import SummaryWriter
@@ -284,7 +288,15 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
                 run.log_metrics(record)
                 rank_log.write(format_step_line(state.step, total, _rank_view(record, info.rank)) + "\n")
                 if writer is not None:
-                    for key in ("loss", "lr", "step_time", "data_time", "vggt_time", "fwd_bwd_time", "samples_per_s"):
+                    for key in (
+                        "loss",
+                        "lr",
+                        "step_time",
+                        "data_time",
+                        "vggt_time",
+                        "fwd_bwd_time",
+                        "samples_per_s",
+                    ):
                         if record[key] is not None:
                             writer.add_scalar(f"train/{key}", record[key], state.step)
                 run.set_status(step=state.step)
@@ -310,7 +322,9 @@ def train_vln(config: VlnTrainConfig, progress: Progress = NULL_PROGRESS) -> Tra
             "the newest checkpoint is intact: re-run the same command to resume from it",
         ) from None
     except Exception as e:
-        run.set_status("failed", step=state.step, message=str(e).splitlines()[0] if str(e) else type(e).__name__)
+        run.set_status(
+            "failed", step=state.step, message=str(e).splitlines()[0] if str(e) else type(e).__name__
+        )
         raise
     finally:
         task.close()
