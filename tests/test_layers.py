@@ -71,7 +71,7 @@ def test_layer_does_not_import_upward(layer: str) -> None:
     ],
 )
 def test_inference_does_not_load_the_eth3d_kernels(module: str) -> None:
-    """numba and llvmlite (the ETH3D protocol's compiled kernels) cost ~35 MiB resident and ~0.15 s at import;
+    """numba and llvmlite (the ETH3D protocol's compiled kernels) cost ~25-30 MiB resident and ~0.15 s at import;
     ``vggtctl infer`` never runs them. Loaded through ``services.metrics``' eager ``__init__``, they lifted the
     one-pass tiny forward's measured peak ~10 % above the memory plan's fit (CI: 15.2 % off, over its 15 %)."""
     import subprocess

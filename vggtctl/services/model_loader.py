@@ -3,10 +3,11 @@
 Sources: a Hub repo id (``facebook/VGGT-1B``), a local file or folder (``.safetensors``; ``.pt``/``.pth``
 only through ``torch.load(weights_only=True)``), ``"tiny"`` (the seeded tiny checkpoint, generated
 into the vggtctl cache on first use), or ``"seeded:PRESET"`` (e.g. ``seeded:vggt-1b``: the full
-architecture with random weights drawn on the device, no file; for timing, never for results). The preset is inferred from the checkpoint's keys and shapes
-unless given; loading is strict with a grouped key report; safetensors are memory-mapped (bf16/fp16
-loads convert while reading instead). The model carries its :class:`Provenance` (source, revision,
-sha256, preset), read with :func:`provenance_of` (which looks through DDP/compile/PEFT wrappers).
+architecture with random weights drawn on the device, no file; for timing, never for results). The
+preset is inferred from the checkpoint's keys and shapes unless given; loading is strict with a grouped
+key report; safetensors are memory-mapped (bf16/fp16 loads convert while reading instead). The model
+carries its :class:`Provenance` (source, revision, sha256, preset), read with :func:`provenance_of` (which
+looks through DDP/compile/PEFT wrappers).
 
 This module composes the pieces, each of which knows one thing: :mod:`~vggtctl.services.hub`
 (repo ids -> local files, a leaf), :mod:`~vggtctl.services.checkpoint_io` (file formats -> state
@@ -72,11 +73,19 @@ __all__ = [
     "register_artifact",
     "register_reader",
     "resolve_source",
+    "seeded_preset",
 ]
 
 log = logging.getLogger(__name__)
 
 SEEDED_PREFIX = "seeded:"
+
+
+def seeded_preset(source: str | os.PathLike[str]) -> str | None:
+    """The preset a ``seeded:PRESET`` source names (not checked), None for any other source."""
+    text = os.fspath(source)
+    return text[len(SEEDED_PREFIX) :] if text.startswith(SEEDED_PREFIX) else None
+
 
 # Folder lookup order: safetensors first (memory-mapped, cannot carry code).
 LOCAL_FILENAMES: tuple[str, ...] = ("model.safetensors", "model.pt", "model.pth")
@@ -338,7 +347,7 @@ def load_model(
     """
     t0 = time.perf_counter()
     torch_dtype = parse_dtype(dtype)
-    if os.fspath(source).startswith(SEEDED_PREFIX):
+    if seeded_preset(source) is not None:
         return _seeded(os.fspath(source), preset, device, torch_dtype, revision)
     resolved = resolve_source(source, revision, progress=progress)
     artifact = _ARTIFACTS.get(resolved.artifact) if resolved.artifact else None
@@ -381,7 +390,7 @@ def _seeded(
     from vggtctl.models.vggt.build import seeded_model
     from vggtctl.models.vggt.config import PRESETS, get_config
 
-    name = source[len(SEEDED_PREFIX) :]
+    name = seeded_preset(source)
     if name not in PRESETS or (preset is not None and preset != name):
         raise UsageError(f"model source {source!r} names no preset{f' (or not {preset!r})' if preset else ''}",
                          f"use one of: {', '.join(SEEDED_PREFIX + p for p in PRESETS)}")  # fmt: skip

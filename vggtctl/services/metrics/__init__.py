@@ -2,7 +2,7 @@
 
 The names below resolve lazily (PEP 562), so that importing one submodule, as ``vggtctl infer``'s chunk
 alignment does with :mod:`.align`, does not also load the ETH3D protocol's compiled kernels (numba and
-llvmlite: ~0.15 s and ~25 MiB of a process that never evaluates anything).
+llvmlite: ~0.15 s and ~25-30 MiB of a process that never evaluates anything).
 """
 
 from __future__ import annotations

@@ -148,11 +148,9 @@ def estimate_bytes(samples: list[CacheSample], config: BuildConfig, channels: in
 
 def _channels(config: BuildConfig) -> int:
     from vggtctl.models.vggt.config import get_config
-    from vggtctl.services.model_loader import SEEDED_PREFIX
+    from vggtctl.services.model_loader import seeded_preset
 
-    model = str(config.model)
-    named = model[len(SEEDED_PREFIX) :] if model.startswith(SEEDED_PREFIX) else None  # seeded:PRESET
-    preset = config.preset or named or ("tiny" if model == "tiny" else "vggt-1b")
+    preset = config.preset or seeded_preset(config.model) or ("tiny" if config.model == "tiny" else "vggt-1b")
     return 2 * get_config(preset).embed_dim
 
 
